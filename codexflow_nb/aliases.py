@@ -1,0 +1,139 @@
+"""Aliases: nicknames for agents with per-instance overrides, deep-merged into the definition."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .registry import AgentDef, Registry, read_yaml_file
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+DEFAULT_ALIASES: dict[str, dict[str, Any]] = {
+    "reviewer": {"id": "code-analyzer", "overrides": {"runtime": {"autonomy_level": 0.7}}},
+    "reviewer2": {"id": "code-analyzer", "overrides": {"runtime": {"autonomy_level": 0.9}}},
+    "architect": {"id": "system-architect", "overrides": {}},
+}
+
+
+def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a new dict: mappings merge recursively; lists and scalars in ``overrides`` replace."""
+    merged: dict[str, Any] = copy.deepcopy(dict(base))
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def check_safe_name(name: str, what: str) -> str | None:
+    """A problem line when ``name`` cannot be used as a directory name under ``.runs/``."""
+    if not isinstance(name, str) or not SAFE_NAME.match(name) or name in {".", ".."}:
+        return f"{what} {name!r} is not a safe name (letters, digits, '.', '_', '-'; no '/' or '..')"
+    return None
+
+
+@dataclass(frozen=True)
+class ResolvedAlias:
+    """An alias bound to an agent, with the effective (merged) definition."""
+
+    alias: str
+    agent: AgentDef
+    effective: dict[str, Any]
+
+    @property
+    def agent_id(self) -> str:
+        return self.agent.key
+
+    @property
+    def max_parallel_tasks(self) -> int:
+        return int(self.effective["runtime"]["concurrency"]["max_parallel_tasks"])
+
+    @property
+    def timeout_ms(self) -> int | None:
+        value = self.effective["runtime"].get("timeout_ms")
+        return int(value) if value is not None else None
+
+    @property
+    def tools_allowed(self) -> list[str] | None:
+        tools = ((self.effective.get("capabilities") or {}).get("detail") or {}).get("tools") or {}
+        allowed = tools.get("allowed")
+        return list(allowed) if allowed is not None else None
+
+    @property
+    def tools_restricted(self) -> list[str]:
+        tools = ((self.effective.get("capabilities") or {}).get("detail") or {}).get("tools") or {}
+        return list(tools.get("restricted") or [])
+
+    @property
+    def sharing_policy(self) -> dict[str, Any]:
+        return dict((self.effective.get("memory") or {}).get("sharing_policy") or {})
+
+
+class Aliases:
+    """An alias map ``{alias: {id, overrides}}``."""
+
+    def __init__(self, mapping: Mapping[str, Any] | None = None, source: str = "aliases") -> None:
+        self.source = source
+        raw = DEFAULT_ALIASES if mapping is None else mapping
+        problems = []
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{source}: an alias map must be a mapping of alias -> {{id, overrides}}")
+        self.entries: dict[str, dict[str, Any]] = {}
+        for alias, spec in raw.items():
+            bad = check_safe_name(alias, "alias")
+            if bad:
+                problems.append(f"{source}: {bad}")
+                continue
+            if isinstance(spec, str):
+                spec = {"id": spec}
+            if not isinstance(spec, Mapping) or not isinstance(spec.get("id"), str):
+                problems.append(f"{source}: {alias}: expected {{id: <agent id>, overrides: {{...}}}}")
+                continue
+            overrides = spec.get("overrides") or {}
+            if not isinstance(overrides, Mapping):
+                problems.append(f"{source}: {alias}.overrides: expected a mapping")
+                continue
+            self.entries[alias] = {"id": spec["id"], "overrides": dict(overrides)}
+        if problems:
+            raise ConfigError(problems)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Aliases:
+        """Read an alias map from a YAML or JSON file."""
+        data = read_yaml_file(Path(path))
+        return cls(data if data is not None else {}, source=str(path))
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return copy.deepcopy(self.entries)
+
+    def __contains__(self, alias: object) -> bool:
+        return alias in self.entries
+
+    def __iter__(self):  # noqa: ANN204 - plain iteration over alias names
+        return iter(self.entries)
+
+    def resolve(self, name: str, registry: Registry) -> ResolvedAlias:
+        """Resolve an alias, or a bare agent id used as its own alias."""
+        if name in self.entries:
+            spec = self.entries[name]
+            agent = registry.get(spec["id"])
+            effective = deep_merge(agent.data, spec["overrides"])
+        else:
+            agent = registry.find(name)
+            if agent is None:
+                raise ConfigError(f"{name!r} is neither an alias ({', '.join(self.entries) or 'none'}) "
+                                  f"nor an agent id in {registry.root}")
+            effective = copy.deepcopy(agent.data)
+        limit = ((effective.get("runtime") or {}).get("concurrency") or {}).get("max_parallel_tasks")
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
+            raise ConfigError(f"{self.source}: {name}: max_parallel_tasks must be a positive integer, "
+                              f"got {limit!r}")
+        return ResolvedAlias(name, agent, effective)

@@ -1,0 +1,252 @@
+"""The Python API: ``run``, ``run_async`` and ``prepare_run`` drive the one engine."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .aliases import Aliases, ResolvedAlias
+from .engine import Engine, RunOptions, TaskResult
+from .errors import ConfigError
+from .events import Event, EventBus, JsonlSink
+from .plan import Plan
+from .registry import Registry, load_registry
+from .runtimes import Runtime, make_runtime
+
+T = TypeVar("T")
+
+_OPTION_NAMES = {f.name for f in fields(RunOptions)}
+_RUNTIME_OPTION_NAMES = {"latency_ms", "jitter", "cpu_ms", "chunks", "url", "api_key", "provider"}
+EXAMPLE_TASKS = Path(__file__).parent / "data" / "orchestrator-tasks.json"
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+@dataclass
+class RunResult:
+    """What a run did: one TaskResult per task, plus the run's settings and timing."""
+
+    run_id: str
+    runtime: str
+    tasks: list[TaskResult]
+    aliases: dict[str, ResolvedAlias] = field(repr=False)
+    elapsed_ms: float = 0.0
+    log_file: Path | None = None
+    runs_dir: Path | None = None
+    cancelled: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(t.ok for t in self.tasks) and self.cancelled is None
+
+    def by_alias(self) -> dict[str, list[TaskResult]]:
+        out: dict[str, list[TaskResult]] = {a: [] for a in self.aliases}
+        for t in self.tasks:
+            out.setdefault(t.alias, []).append(t)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """Machine-readable summary (what ``--json`` prints)."""
+        per_alias = {}
+        for alias, items in self.by_alias().items():
+            times = [t.ms for t in items if t.ms is not None and t.ok]
+            counts: dict[str, int] = {}
+            for t in items:
+                counts[t.status] = counts.get(t.status, 0) + 1
+            r = self.aliases[alias]
+            per_alias[alias] = {
+                "agentId": r.agent_id, "limit": r.max_parallel_tasks, "tasks": len(items),
+                "completed": counts.get("completed", 0),
+                "failed": len(items) - counts.get("completed", 0), "statuses": counts,
+                "avgMs": round(sum(times) / len(times), 1) if times else None,
+                "p95Ms": round(percentile(times, 95), 1) if times else None,
+            }
+        return {"runId": self.run_id, "runtime": self.runtime, "ok": self.ok,
+                "totalTasks": len(self.tasks), "elapsedMs": round(self.elapsed_ms, 1),
+                "cancelled": self.cancelled, "aliases": per_alias,
+                "logFile": str(self.log_file) if self.log_file else None,
+                "runsDir": str(self.runs_dir) if self.runs_dir else None}
+
+    def summary_text(self, verbose: bool = False) -> str:
+        """The human "Orchestration Summary"."""
+        s = self.summary()
+        lines = ["Orchestration Summary",
+                 f"  run {s['runId']}  runtime {s['runtime']}  tasks {s['totalTasks']}  "
+                 f"elapsed {s['elapsedMs'] / 1000:.2f} s"]
+        if self.cancelled:
+            lines.append(f"  cancelled: {self.cancelled}")
+        width = max([len(a) for a in s["aliases"]] + [5])
+        agent_w = max([len(v["agentId"]) for v in s["aliases"].values()] + [5])
+        lines.append(f"  {'alias':<{width}}  {'agent':<{agent_w}}  limit  done  failed   avg ms   p95 ms")
+        for alias, v in s["aliases"].items():
+            avg = f"{v['avgMs']:.1f}" if v["avgMs"] is not None else "-"
+            p95 = f"{v['p95Ms']:.1f}" if v["p95Ms"] is not None else "-"
+            lines.append(f"  {alias:<{width}}  {v['agentId']:<{agent_w}}  {v['limit']:>5}  "
+                         f"{v['completed']:>4}  {v['failed']:>6}  {avg:>7}  {p95:>7}")
+        if verbose:
+            lines.append("  tasks:")
+            for t in self.tasks:
+                ms = f"{t.ms:.1f} ms" if t.ms is not None else "-"
+                detail = t.summary if t.ok else (t.error or {}).get("message", "")
+                lines.append(f"    {t.alias}/{t.key} {t.status} {ms} attempts={t.attempts}: {detail}")
+        if self.log_file:
+            lines.append(f"  events: {self.log_file}")
+        if self.runs_dir:
+            lines.append(f"  outputs: {self.runs_dir}/<alias>/<taskId>/")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:  # a static table that survives in shared notebooks
+        from html import escape
+
+        s = self.summary()
+        rows = "".join(
+            f"<tr><td>{escape(a)}</td><td>{escape(v['agentId'])}</td><td>{v['limit']}</td>"
+            f"<td>{v['completed']}</td><td>{v['failed']}</td><td>{v['avgMs'] or '-'}</td>"
+            f"<td>{v['p95Ms'] or '-'}</td></tr>" for a, v in s["aliases"].items())
+        return (f"<p><b>Orchestration Summary</b> · runtime {escape(s['runtime'])} · "
+                f"{s['totalTasks']} tasks · ok={s['ok']}</p><table><thead><tr><th>alias</th>"
+                "<th>agent</th><th>limit</th><th>done</th><th>failed</th><th>avg ms</th>"
+                f"<th>p95 ms</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+class Run:
+    """A validated, ready-to-start run. ``await run.execute()``; ``run.cancel()`` to stop it."""
+
+    def __init__(self, plan: Plan, resolved: dict[str, ResolvedAlias], runtime: Runtime,
+                 options: RunOptions, *, on_event: Callable[[Event], None] | None = None,
+                 run_id: str | None = None, skip: set[str] | None = None) -> None:
+        self.bus = EventBus()
+        self.options = options
+        self._sink: JsonlSink | None = None
+        if options.log_file is not None:
+            self._sink = JsonlSink(options.log_file, fsync=options.fsync)
+            self.bus.subscribe(self._sink)
+        if on_event is not None:
+            self.bus.subscribe(on_event)
+        self.engine = Engine(plan, resolved, runtime, options=options, bus=self.bus,
+                             run_id=run_id, skip=skip)
+        self.engine.check_storage()
+
+    @property
+    def run_id(self) -> str:
+        return self.engine.run_id
+
+    def cancel(self, reason: str = "cancelled by user") -> None:
+        self.engine.cancel(reason)
+
+    async def execute(self) -> RunResult:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        try:
+            tasks = await self.engine.run()
+        finally:
+            if self._sink is not None:
+                self._sink.close()
+        o = self.options
+        return RunResult(self.run_id, o.runtime_name or self.engine.runtime.name, tasks,
+                         self.engine.resolved, (loop.time() - t0) * 1000,
+                         Path(o.log_file) if o.log_file else None,
+                         Path(o.runs_dir) if o.runs_dir else None, self.engine._cancel_reason)
+
+
+def prepare_run(tasks: Any = None, *, plan: Plan | Mapping[str, Any] | str | None = None,
+                aliases: Aliases | Mapping[str, Any] | str | Path | None = None,
+                runtime: str | Runtime = "stub", registry: Registry | None = None,
+                agents_dir: str | Path | None = None,
+                on_event: Callable[[Event], None] | None = None, resume: str | None = None,
+                **options: Any) -> Run:
+    """Validate everything and build a :class:`Run` without starting it.
+
+    ``options`` are :class:`RunOptions` fields plus runtime settings (``latency_ms``, ``url``,
+    ``api_key``, ``provider``, ...). Raises ConfigError before anything is written.
+    """
+    unknown = set(options) - _OPTION_NAMES - _RUNTIME_OPTION_NAMES
+    if unknown:
+        raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    registry = registry or load_registry(agents_dir)
+    if isinstance(aliases, (str, Path)):
+        alias_map = Aliases.from_file(aliases)
+    elif isinstance(aliases, Aliases):
+        alias_map = aliases
+    else:
+        alias_map = Aliases(aliases)
+    if plan is not None:
+        if isinstance(plan, Plan):
+            the_plan = plan
+        elif isinstance(plan, (str, Path)):
+            the_plan = Plan.from_file(str(plan))
+        else:
+            the_plan = Plan.from_data(plan)
+    elif tasks is not None:
+        the_plan = Plan.from_task_map(tasks)
+    else:
+        raise ConfigError("nothing to run: give tasks or a plan")
+    resolved = the_plan.validate(registry, alias_map)
+    run_opts = RunOptions(**{k: v for k, v in options.items() if k in _OPTION_NAMES})
+    rt_opts = {k: v for k, v in options.items() if k in _RUNTIME_OPTION_NAMES}
+    rt = make_runtime(runtime, stream=run_opts.stream, **rt_opts)
+    run_opts.runtime_name = rt.name
+    skip: set[str] | None = None
+    run_id = None
+    if resume:
+        from .resume import completed_keys
+
+        run_id = resume
+        skip = completed_keys(run_opts.log_file, resume, the_plan)
+    return Run(the_plan, resolved, rt, run_opts, on_event=on_event, run_id=run_id, skip=skip)
+
+
+async def run_async(tasks: Any = None, **kwargs: Any) -> RunResult:
+    """Run tasks (a task map, file path or text) or ``plan=`` on the current event loop."""
+    return await prepare_run(tasks, **kwargs).execute()
+
+
+class _LoopThread:
+    """A library-owned event loop in a daemon thread, for ``run()`` inside a running loop."""
+
+    _lock = threading.Lock()
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def submit(cls, coro: Coroutine[Any, Any, T]) -> T:
+        with cls._lock:
+            if cls._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="codexflow-loop", daemon=True).start()
+                cls._loop = loop
+        return asyncio.run_coroutine_threadsafe(coro, cls._loop).result()
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from sync code, even inside a running loop (a notebook)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    return _LoopThread.submit(coro)
+
+
+def run(tasks: Any = None, **kwargs: Any) -> RunResult:
+    """Run tasks and wait for the result. Works in scripts and in notebook cells."""
+    prepared = prepare_run(tasks, **kwargs)
+    return run_sync(prepared.execute())
+
+
+def allow_nested() -> None:
+    """Opt in to nested event loops (patches asyncio process-wide via nest-asyncio2)."""
+    try:
+        import nest_asyncio2
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ConfigError("allow_nested() needs nest-asyncio2: pip install nest-asyncio2") from exc
+    nest_asyncio2.apply()

@@ -1,0 +1,54 @@
+"""``codex-flow``: a thin shell over the Python API. One module per command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..errors import CodexFlowError, ConfigError
+from . import agents_cmd, init_cmd, run_cmd
+
+#: Command modules; each has ``add_parser(subparsers)`` that sets ``func`` on its parser.
+COMMANDS = [run_cmd, init_cmd, agents_cmd]
+
+
+def _optional_commands() -> list[object]:
+    import importlib
+
+    found = []
+    for name in ("serve_cmd", "report_cmd", "cleanup_cmd", "export_cmd"):
+        try:
+            found.append(importlib.import_module(f".{name}", __name__))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="codex-flow", description="Run many AI agents in parallel.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in [*COMMANDS, *_optional_commands()]:
+        module.add_parser(sub)  # type: ignore[attr-defined]
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"codex-flow: error: {problem}", file=sys.stderr)
+        return 2
+    except CodexFlowError as exc:
+        print(f"codex-flow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("codex-flow: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1

@@ -1,0 +1,192 @@
+"""``codex-flow run``: plan, run and summarise."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+from ..api import EXAMPLE_TASKS, Run, RunResult, prepare_run
+from ..errors import ConfigError
+from ..events import TERMINAL_KINDS, Event
+from ..plan import Plan
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a task map or a plan")
+    src = p.add_argument_group("what to run")
+    src.add_argument("--example", action="store_true", help="run the bundled example task map")
+    src.add_argument("-f", "--file", help="task map (JSON/YAML); '-' reads stdin")
+    src.add_argument("--plan-file", help="a plan with phases and dependencies (JSON/YAML)")
+    src.add_argument("--aliases", help="alias map file (YAML/JSON)")
+    src.add_argument("--agents-dir", help="agents folder (default: lookup order, see docs)")
+    src.add_argument("--resume", metavar="RUN_ID", help="re-run the unfinished tasks of a run")
+    rt = p.add_argument_group("runtime")
+    rt.add_argument("--runtime", choices=["stub", "codex"], default="stub")
+    rt.add_argument("--stub-latency-ms", type=float, default=20.0, help="stub latency (default 20)")
+    rt.add_argument("--stub-jitter", type=float, default=0.0, help="stub latency spread 0..1")
+    rt.add_argument("--stub-cpu-ms", type=float, default=0.0, help="CPU burnt per stub task")
+    rt.add_argument("--codex-url", default=None, help="endpoint base URL (or $CODEX_URL)")
+    rt.add_argument("--codex-key", default=None, help="bearer token (or $CODEX_API_KEY)")
+    rt.add_argument("--provider", choices=["openai", "anthropic", "ollama", "cli", "echo"])
+    rt.add_argument("--stream", action="store_true", help="stream replies (SSE) as task_chunk events")
+    ex = p.add_argument_group("execution")
+    ex.add_argument("--max-concurrency", type=_positive, help="global cap on running tasks")
+    ex.add_argument("--timeout-ms", type=_positive, help="per-task timeout (overrides the agents')")
+    ex.add_argument("--retries", type=_non_negative, help="extra tries for retryable failures")
+    ex.add_argument("--continue-on-failure", action="store_true",
+                    help="run dependants of failed tasks instead of skipping them")
+    ex.add_argument("--strict-tools", action="store_true",
+                    help="reject tasks that ask for tools their agent may not use")
+    out = p.add_argument_group("output")
+    out.add_argument("--plan", dest="show_plan", action=argparse.BooleanOptionalAction, default=True,
+                     help="show the plan first (default on)")
+    out.add_argument("--dry-run", action="store_true", help="show the plan and exit; write nothing")
+    out.add_argument("--verbose", "-v", action="store_true", help="per-task lines and results")
+    out.add_argument("--json", action="store_true", help="print the summary as JSON")
+    out.add_argument("--log-file", default="data/logs/events.jsonl", help="event log path")
+    out.add_argument("--runs-dir", default=".runs", help="run store folder")
+    out.add_argument("--fsync", choices=["every", "batch", "never"], default="batch",
+                     help="when the event log is synced to disk (default batch)")
+    for extend in _EXTENSIONS:
+        extend(p)
+    p.set_defaults(func=cmd_run)
+
+
+#: Other modules may add options to ``run`` and a plan builder (see planning).
+_EXTENSIONS: list[Any] = []
+_PLAN_BUILDERS: list[Any] = []
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _source(args: argparse.Namespace) -> tuple[Any, Plan | str | None]:
+    """(tasks, plan) from the options; exactly one source is allowed."""
+    for build in _PLAN_BUILDERS:
+        plan = build(args)
+        if plan is not None:
+            return None, plan
+    chosen = [name for name, val in (("--example", args.example), ("-f", args.file),
+                                     ("--plan-file", args.plan_file)) if val]
+    if len(chosen) > 1:
+        raise ConfigError(f"choose one of {', '.join(chosen)}")
+    if args.plan_file:
+        return None, Plan.from_file(args.plan_file)
+    if args.file:
+        from ..tasks import load_task_map
+
+        return load_task_map(args.file), None
+    if args.example:
+        return str(EXAMPLE_TASKS), None
+    raise ConfigError("nothing to run: give --example, -f FILE, --plan-file FILE or --resume")
+
+
+def format_plan(run: Run) -> str:
+    engine = run.engine
+    lines = [f"Plan ({len(engine.nodes)} tasks, {len(engine.plan.phases)} phase(s), "
+             f"run {run.run_id})"]
+    by_alias: dict[str, list[Any]] = {}
+    for node in engine.nodes.values():
+        by_alias.setdefault(node.task.alias, []).append(node)
+    for alias, nodes in by_alias.items():
+        r = engine.resolved[alias]
+        lines.append(f"  {alias} -> {r.agent_id} (limit {r.max_parallel_tasks}, "
+                     f"timeout {r.timeout_ms or '-'} ms): {len(nodes)} task(s)")
+        for node in nodes:
+            deps = f"  [after {', '.join(node.deps)}]" if node.deps else ""
+            why = node.task.meta.get("routedBy") if node.task.meta else None
+            lines.append(f"    - {node.task.key}: {node.task.text[:90]}{deps}"
+                         + (f"  (routed: {why})" if why else ""))
+    return "\n".join(lines)
+
+
+class TerminalView:
+    """Prints per-task lines (and streamed chunks) for ``--verbose``."""
+
+    def __init__(self, stream: Any = sys.stdout) -> None:
+        self.stream = stream
+
+    def __call__(self, event: Event) -> None:
+        kind = event["kind"]
+        if kind == "task_started":
+            print(f"  > {event['alias']}/{event['key']} started", file=self.stream, flush=True)
+        elif kind == "task_chunk":
+            print(f"  [{event['alias']}] {event['content']}", file=self.stream, flush=True)
+        elif kind == "task_retry":
+            print(f"  ~ {event['alias']}/{event['key']} retry after {event['delayMs']} ms: "
+                  f"{event['error']['message'][:120]}", file=self.stream, flush=True)
+        elif kind in TERMINAL_KINDS:
+            ms = f" in {event['ms']:.1f} ms" if event.get("ms") is not None else ""
+            detail = "" if event.get("ok") else f": {(event.get('error') or {}).get('message', '')}"
+            print(f"  < {event['alias']}/{event['key']} {TERMINAL_KINDS[kind]}{ms}{detail[:200]}",
+                  file=self.stream, flush=True)
+        elif kind == "decomposer_invalid":
+            print(f"  ! planner output invalid, using the heuristic plan: {event.get('reason')}",
+                  file=self.stream, flush=True)
+
+
+def runtime_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.runtime == "codex":
+        url = args.codex_url or os.environ.get("CODEX_URL")
+        if not url:
+            raise ConfigError("--runtime codex needs an endpoint: pass --codex-url URL or set "
+                              "CODEX_URL (start one with `codex-flow serve`)")
+        return {"url": url, "api_key": args.codex_key or os.environ.get("CODEX_API_KEY"),
+                "provider": args.provider}
+    return {"latency_ms": args.stub_latency_ms, "jitter": args.stub_jitter, "cpu_ms": args.stub_cpu_ms}
+
+
+async def _execute(run: Run) -> RunResult:
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGINT, run.cancel, "interrupted (Ctrl-C)")
+        loop.add_signal_handler(signal.SIGTERM, run.cancel, "terminated (SIGTERM)")
+    except (NotImplementedError, RuntimeError):  # pragma: no cover - non-main thread / Windows
+        pass
+    return await run.execute()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    rt_options = runtime_options(args)
+    if args.resume and not (args.file or args.plan_file or args.example):
+        raise ConfigError("--resume needs the same -f/--plan-file/--example as the original run")
+    tasks, plan = _source(args)
+    view = TerminalView(sys.stderr if args.json else sys.stdout) if args.verbose else None
+    dry = args.dry_run
+    run = prepare_run(
+        tasks, plan=plan, aliases=args.aliases, runtime=args.runtime, agents_dir=args.agents_dir,
+        on_event=view, resume=args.resume, max_concurrency=args.max_concurrency,
+        timeout_ms=args.timeout_ms, retries=args.retries, stream=args.stream,
+        continue_on_failure=args.continue_on_failure, strict_tools=args.strict_tools,
+        log_file=None if dry else args.log_file, runs_dir=None if dry else args.runs_dir,
+        fsync=args.fsync, **rt_options)
+    if args.show_plan or dry:
+        print(format_plan(run), file=sys.stderr if args.json else sys.stdout)
+    if dry:
+        print("dry run: nothing was run or written")
+        return 0
+    result = asyncio.run(_execute(run))
+    if args.json:
+        summary = result.summary()
+        if args.verbose:
+            summary["tasks"] = [t.to_dict() for t in result.tasks]
+        print(json.dumps(summary, indent=2))
+    else:
+        print(result.summary_text(verbose=args.verbose))
+    return 0 if result.ok else 1

@@ -1,0 +1,420 @@
+"""The async engine: runs a plan's tasks concurrently under per-alias limits.
+
+The engine knows nothing of terminals or widgets; it reports everything as events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from .aliases import ResolvedAlias
+from .context import ContextBus, build_context
+from .errors import RunStorageError
+from .events import SCHEMA_VERSION, STATUS_KIND, Event, EventBus, utc_now_iso
+from .plan import Plan, PlanTask
+from .runstore import RunStore
+from .runtimes.base import Reply, Runtime, RuntimeCall, RuntimeFailure
+from .tools import tool_violation
+
+
+def new_run_id() -> str:
+    """Time-sortable, unique, safe as a directory name: ``20261125T143601123-3fa2c1``."""
+    now = time.time()
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class RunOptions:
+    """Engine settings; the CLI flags map onto these one to one."""
+
+    max_concurrency: int | None = None
+    timeout_ms: int | None = None
+    retries: int | None = None
+    backoff_base_ms: float = 250.0
+    backoff_max_ms: float = 30_000.0
+    continue_on_failure: bool = False
+    strict_tools: bool = False
+    stream: bool = False
+    log_file: str | os.PathLike[str] | None = "data/logs/events.jsonl"
+    runs_dir: str | os.PathLike[str] | None = ".runs"
+    fsync: str = "batch"
+    keep_outputs: bool = True
+    runtime_name: str = ""
+
+
+@dataclass
+class TaskResult:
+    """The outcome of one task."""
+
+    alias: str
+    agent_id: str
+    task_id: str
+    key: str
+    task: str
+    status: str = "pending"
+    ok: bool = False
+    ms: float | None = None
+    summary: str | None = None
+    error: dict[str, Any] | None = None
+    attempts: int = 0
+    usage: dict[str, int] | None = None
+    phase: int = 0
+    _output: Any = field(default=None, repr=False)
+    _store: RunStore | None = field(default=None, repr=False)
+
+    @property
+    def output(self) -> Any:
+        """The task's output (read back from ``.runs`` when not kept in memory)."""
+        if self._output is None and self._store is not None and self.status == "completed":
+            doc = self._store.load_output(self.alias, self.task_id)
+            return doc.get("output") if doc else None
+        return self._output
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"alias": self.alias, "agentId": self.agent_id, "taskId": self.task_id,
+                "key": self.key, "task": self.task, "status": self.status, "ok": self.ok,
+                "ms": self.ms, "attempts": self.attempts, "summary": self.summary,
+                "error": self.error, "usage": self.usage}
+
+
+@dataclass
+class _Node:
+    task: PlanTask
+    resolved: ResolvedAlias
+    result: TaskResult
+    deps: tuple[str, ...]
+    dependants: list[str] = field(default_factory=list)
+    waiting: int = 0
+    done: bool = False
+    output: Any = None
+
+
+class Engine:
+    """Runs one plan once. Create it, then ``await engine.run()``; ``cancel()`` from anywhere
+    on the same loop (or ``cancel_threadsafe()`` from another thread)."""
+
+    def __init__(self, plan: Plan, resolved: dict[str, ResolvedAlias], runtime: Runtime, *,
+                 options: RunOptions | None = None, bus: EventBus | None = None,
+                 run_id: str | None = None, skip: set[str] | None = None) -> None:
+        self.plan = plan
+        self.resolved = resolved
+        self.runtime = runtime
+        self.options = options or RunOptions()
+        self.bus = bus or EventBus()
+        self.run_id = run_id or new_run_id()
+        self.context_bus = ContextBus(self)
+        self._skip = skip or set()
+        self._cancel_reason: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._running: dict[str, asyncio.Task[Any]] = {}
+        self._done_event: asyncio.Event | None = None
+        self._remaining = 0
+        self._store: RunStore | None = (RunStore(self.options.runs_dir)
+                                        if self.options.runs_dir is not None else None)
+        retries = self.options.retries
+        self._retries = runtime.default_retries if retries is None else max(0, retries)
+        self.nodes: dict[str, _Node] = {}
+        deps = plan.edges()
+        for seq, t in enumerate(plan.tasks, 1):
+            r = resolved[t.alias]
+            task_id = f"{self.run_id}-{seq:06d}"
+            result = TaskResult(t.alias, r.agent_id, task_id, t.key, t.text, phase=t.phase,
+                                _store=self._store)
+            self.nodes[t.key] = _Node(t, r, result, deps[t.key])
+        for key, node in self.nodes.items():
+            for d in node.deps:
+                self.nodes[d].dependants.append(key)
+
+    # -- events ---------------------------------------------------------------------------
+    def emit(self, kind: str, node: _Node | None = None, **fields: Any) -> None:
+        event: Event = {"v": SCHEMA_VERSION, "ts": utc_now_iso(), "kind": kind, "runId": self.run_id}
+        if node is not None:
+            r = node.result
+            event.update(alias=r.alias, agentId=r.agent_id, taskId=r.task_id, key=r.key, phase=r.phase)
+        event.update(fields)
+        self.bus.emit(event)
+
+    # -- public -----------------------------------------------------------------------------
+    @property
+    def results(self) -> list[TaskResult]:
+        return [n.result for n in self.nodes.values()]
+
+    def limit_of(self, alias: str) -> int:
+        return self.resolved[alias].max_parallel_tasks
+
+    def cancel(self, reason: str = "cancelled by user") -> None:
+        """Stop scheduling, cancel running tasks; every task still gets a terminal event."""
+        if self._cancel_reason is not None:
+            return
+        self._cancel_reason = reason
+        for task in list(self._running.values()):
+            task.cancel()
+        for worker in self._workers:
+            worker.cancel()
+        if self._done_event is not None:
+            self._done_event.set()
+
+    def cancel_threadsafe(self, reason: str = "cancelled by user") -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.cancel, reason)
+
+    async def run(self) -> list[TaskResult]:
+        """Run every task; returns the results in plan order."""
+        self._loop = asyncio.get_running_loop()
+        self._done_event = asyncio.Event()
+        opts = self.options
+        aliases = {a: {"agentId": r.agent_id, "limit": r.max_parallel_tasks}
+                   for a, r in self.resolved.items()}
+        cap = opts.max_concurrency
+        self._global = asyncio.Semaphore(cap) if cap else None
+        self._queues: dict[str, deque[_Node]] = {a: deque() for a in self.resolved}
+        self._wakeups: dict[str, asyncio.Condition] = {a: asyncio.Condition() for a in self.resolved}
+        self.emit("run_started", runtime=opts.runtime_name or self.runtime.name, tasks=len(self.nodes),
+                  aliases=aliases, maxConcurrency=cap, retries=self._retries,
+                  phases=[p.name for p in self.plan.phases], pid=os.getpid())
+        started = time.perf_counter()
+        connections = sum(min(r.max_parallel_tasks, cap or r.max_parallel_tasks)
+                          for r in self.resolved.values())
+        await self.runtime.open(min(connections, cap or connections))
+        try:
+            self._remaining = len(self.nodes)
+            for key in self._skip:  # resumed runs: already done
+                node = self.nodes[key]
+                node.done, node.result.status, node.result.ok = True, "completed", True
+                self._remaining -= 1
+            for node in self.nodes.values():
+                if not node.done:
+                    node.waiting = sum(1 for d in node.deps if not self.nodes[d].done)
+            for node in self.nodes.values():
+                if not node.done and node.waiting == 0:
+                    self._make_ready(node)
+            for alias, r in self.resolved.items():
+                for _ in range(min(r.max_parallel_tasks, sum(1 for n in self.nodes.values()
+                                                             if n.task.alias == alias))):
+                    self._workers.append(asyncio.create_task(self._worker(alias)))
+            if self._remaining:
+                try:
+                    await self._done_event.wait()
+                except asyncio.CancelledError:
+                    self.cancel("cancelled")
+                    raise
+        finally:
+            for w in self._workers:
+                w.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
+            self._workers.clear()
+            self._finish_cancelled()
+            await self.runtime.close()
+            store_error = None
+            if self._store is not None:
+                try:
+                    self._store.close()
+                except RunStorageError as exc:
+                    store_error = str(exc)
+            results = self.results
+            counts: dict[str, int] = {}
+            for r in results:
+                counts[r.status] = counts.get(r.status, 0) + 1
+            self.emit("run_complete", ok=all(r.ok for r in results) and not self._cancel_reason,
+                      ms=round((time.perf_counter() - started) * 1000, 3), counts=counts,
+                      **({"cancelled": self._cancel_reason} if self._cancel_reason else {}),
+                      **({"error": {"type": "RunStorageError", "message": store_error}}
+                         if store_error else {}))
+        return results
+
+    # -- scheduling ---------------------------------------------------------------------------
+    def _make_ready(self, node: _Node) -> None:
+        self.emit("task_queued", node, task=node.task.text, dependsOn=list(node.deps),
+                  limit=node.resolved.max_parallel_tasks)
+        self._queues[node.task.alias].append(node)
+        cond = self._wakeups[node.task.alias]
+        if cond._waiters:  # type: ignore[attr-defined]  # cheap check before scheduling a notify
+            asyncio.get_running_loop().create_task(self._notify(cond))
+
+    @staticmethod
+    async def _notify(cond: asyncio.Condition) -> None:
+        async with cond:
+            cond.notify()
+
+    async def _worker(self, alias: str) -> None:
+        queue, cond = self._queues[alias], self._wakeups[alias]
+        while self._cancel_reason is None:
+            if not queue:
+                async with cond:
+                    await cond.wait_for(lambda: bool(queue) or self._cancel_reason is not None)
+                continue
+            node = queue.popleft()
+            if self._global is not None:
+                async with self._global:
+                    await self._run_node(node)
+            else:
+                await self._run_node(node)
+
+    async def _run_node(self, node: _Node) -> None:
+        if self._cancel_reason is not None:
+            queue = self._queues[node.task.alias]
+            queue.appendleft(node)
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._running[node.result.task_id] = task
+        try:
+            await self._attempts(node)
+        except asyncio.CancelledError:
+            if not node.done:
+                self._finish(node, "cancelled", error={"type": "Cancelled",
+                                                       "message": self._cancel_reason or "cancelled"})
+            if self._cancel_reason is None:
+                raise
+        finally:
+            self._running.pop(node.result.task_id, None)
+
+    async def _attempts(self, node: _Node) -> None:
+        res, opts, r = node.result, self.options, node.resolved
+        violation = tool_violation(node.task, r) if opts.strict_tools else None
+        if violation:
+            self._finish(node, "rejected", error={"type": "ToolNotAllowed", "message": violation})
+            return
+        timeout_ms = opts.timeout_ms or r.timeout_ms
+        timeout_s = timeout_ms / 1000.0 if timeout_ms else None
+        context = build_context(self, node)
+        t0 = time.perf_counter()
+        self.emit("task_started", node, attempt=1, limit=r.max_parallel_tasks)
+        chunks: list[str] = []
+        seq = 0
+
+        def on_chunk(content: str) -> None:
+            nonlocal seq
+            seq += 1
+            chunks.append(content)
+            self.emit("task_chunk", node, seq=seq, content=content)
+
+        attempt = 0
+        while True:
+            attempt += 1
+            res.attempts = attempt
+            call = RuntimeCall(self.run_id, res.task_id, res.key, res.alias, res.agent_id,
+                               r.effective, node.task.text, attempt, context or None,
+                               node.task.meta, timeout_s)
+            try:
+                async with asyncio.timeout(timeout_s):
+                    reply = await self.runtime.run(call, on_chunk if opts.stream else None)
+            except TimeoutError:
+                self._finish(node, "timeout", t0=t0, error={
+                    "type": "Timeout", "message": f"no reply within {timeout_ms} ms"}, chunks=chunks)
+                return
+            except RuntimeFailure as exc:
+                error = {"type": exc.type, "message": str(exc)}
+                if exc.status is not None:
+                    error["status"] = exc.status
+                if exc.retryable and attempt <= self._retries and self._cancel_reason is None:
+                    delay = self._backoff(attempt, exc.retry_after)
+                    self.emit("task_retry", node, attempt=attempt, error=error,
+                              delayMs=round(delay * 1000, 1))
+                    await asyncio.sleep(delay)
+                    chunks.clear()
+                    continue
+                self._finish(node, "failed", t0=t0, error=error, chunks=chunks,
+                             annotations=exc.annotations)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a runtime bug must not lose the task
+                self._finish(node, "failed", t0=t0, chunks=chunks,
+                             error={"type": type(exc).__name__, "message": str(exc)[:500]})
+                return
+            self._finish(node, "completed", t0=t0, reply=reply, chunks=chunks)
+            return
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        base = self.options.backoff_base_ms / 1000.0
+        delay = min(self.options.backoff_max_ms / 1000.0, base * 2 ** (attempt - 1))
+        delay = delay / 2 + random.uniform(0, delay / 2)  # "equal jitter"
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.options.backoff_max_ms / 1000.0))
+        return delay
+
+    # -- completion ---------------------------------------------------------------------------
+    def _finish(self, node: _Node, status: str, *, t0: float | None = None, reply: Reply | None = None,
+                error: dict[str, Any] | None = None, chunks: list[str] | None = None,
+                annotations: dict[str, Any] | None = None) -> None:
+        if node.done:
+            return
+        node.done = True
+        res = node.result
+        res.status, res.ok, res.error = status, status == "completed", error
+        if t0 is not None:
+            res.ms = round((time.perf_counter() - t0) * 1000, 3)
+        fields: dict[str, Any] = {"ok": res.ok, "attempt": res.attempts or None, "ms": res.ms}
+        if reply is not None:
+            res.summary, res.usage = reply.summary, reply.usage
+            if reply.usage:
+                self.emit("telemetry", node, usage=reply.usage, model=reply.model, ms=res.ms)
+                fields["usage"] = reply.usage
+            fields["summary"] = reply.summary[:200]
+        if error is not None:
+            fields["error"] = error
+        extra = reply.annotations if reply is not None else annotations
+        if extra:
+            fields.update(extra)
+        self.emit(STATUS_KIND[status], node, **fields)
+        output = reply.output if reply is not None else None
+        if node.dependants:
+            node.output = output
+        if self.options.keep_outputs or self._store is None:
+            res._output = output
+        if self._store is not None:
+            self._save(node, reply, chunks)
+        self._remaining -= 1
+        for key in node.dependants:
+            dep = self.nodes[key]
+            if dep.done:
+                continue
+            if not res.ok and not self.options.continue_on_failure:
+                self._finish(dep, "skipped", error={
+                    "type": "DependencyFailed", "message": f"dependency {res.key!r} ended {status}"})
+                continue
+            dep.waiting -= 1
+            if dep.waiting == 0 and self._cancel_reason is None:
+                self._make_ready(dep)
+        if self._remaining <= 0 and self._done_event is not None:
+            self._done_event.set()
+
+    def _save(self, node: _Node, reply: Reply | None, chunks: list[str] | None) -> None:
+        assert self._store is not None
+        res, r = node.result, node.resolved
+        runtime_doc = {"runtime": self.options.runtime_name or self.runtime.name,
+                       "maxParallelTasks": r.max_parallel_tasks,
+                       "timeoutMs": self.options.timeout_ms or r.timeout_ms,
+                       "autonomyLevel": r.effective.get("runtime", {}).get("autonomy_level"),
+                       "retries": self._retries, "stream": self.options.stream}
+        input_doc = {"runId": self.run_id, "taskId": res.task_id, "key": res.key, "alias": res.alias,
+                     "agentId": res.agent_id, "phase": res.phase, "dependsOn": list(node.deps),
+                     "settings": runtime_doc, "task": node.task.to_dict()}
+        output_doc: dict[str, Any] = {"ok": res.ok, "status": res.status, "summary": res.summary,
+                                      "output": reply.output if reply else None,
+                                      "usage": res.usage, "ms": res.ms, "attempts": res.attempts,
+                                      "error": res.error}
+        if reply is not None and reply.logs is not None:
+            output_doc["logs"] = reply.logs
+        if chunks:
+            output_doc["chunks"] = "".join(chunks)
+        self._store.save(res.alias, res.task_id, input_doc, output_doc)
+
+    def _finish_cancelled(self) -> None:
+        reason = self._cancel_reason or "run ended before the task started"
+        for node in self.nodes.values():
+            if not node.done:
+                self._finish(node, "cancelled", error={"type": "Cancelled", "message": reason})
+
+    def check_storage(self) -> None:
+        if self._store is not None:
+            self._store.check_writable()

@@ -1,0 +1,115 @@
+"""Engine events: the bus every view subscribes to, and the append-only JSONL sink.
+
+The schema is documented in ``docs/EVENTS.md``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import RunStorageError
+
+SCHEMA_VERSION = 1
+
+Event = dict[str, Any]
+Subscriber = Callable[[Event], None]
+
+#: Terminal event kind for each task status. Every task gets exactly one of these.
+TERMINAL_KINDS: dict[str, str] = {
+    "task_complete": "completed",
+    "task_failed": "failed",
+    "task_timeout": "timeout",
+    "task_cancelled": "cancelled",
+    "task_skipped": "skipped",
+    "task_rejected": "rejected",
+}
+STATUS_KIND = {status: kind for kind, status in TERMINAL_KINDS.items()}
+
+
+def utc_now_iso() -> str:
+    """UTC ISO-8601 with milliseconds and a ``Z``."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+
+
+def parse_ts(ts: str) -> datetime:
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+class EventBus:
+    """Synchronous fan-out of events to subscribers, in subscription order."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, fn: Subscriber) -> Callable[[], None]:
+        """Add a subscriber; returns a function that removes it."""
+        self._subscribers.append(fn)
+        return lambda: self._subscribers.remove(fn) if fn in self._subscribers else None
+
+    def emit(self, event: Event) -> None:
+        for fn in self._subscribers:
+            fn(event)
+
+
+class JsonlSink:
+    """Appends one JSON object per line with a single ``write`` (O_APPEND), so concurrent
+    writers never interleave within a line and a crash tears at most the last line.
+
+    ``fsync``: ``every`` event, ``batch`` (at most a second apart and on close) or ``never``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fsync: str = "batch") -> None:
+        if fsync not in ("every", "batch", "never"):
+            raise ValueError(f"fsync must be every, batch or never, not {fsync!r}")
+        self.path = Path(path)
+        self.fsync = fsync
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise RunStorageError(f"{self.path}: cannot open the event log: "
+                                  f"{exc.strerror or exc}") from None
+        self._last_sync = time.monotonic()
+        self._dirty = False
+        self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+    def __call__(self, event: Event) -> None:
+        self.write(event)
+
+    def write(self, event: Event) -> None:
+        data = (self._dumps(event) + "\n").encode("utf-8")
+        try:
+            written = os.write(self._fd, data)
+            if written != len(data):  # only on a full disk; never leave half a line unexplained
+                raise OSError(errno.ENOSPC, "short write")
+            if self.fsync == "every":
+                os.fsync(self._fd)
+            elif self.fsync == "batch":
+                self._dirty = True
+                now = time.monotonic()
+                if now - self._last_sync >= 1.0:
+                    os.fsync(self._fd)
+                    self._last_sync, self._dirty = now, False
+        except OSError as exc:
+            raise RunStorageError(f"{self.path}: cannot write the event log: "
+                                  f"{exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        try:
+            if self.fsync != "never" and self._dirty:
+                os.fsync(self._fd)
+        except OSError:
+            pass
+        finally:
+            os.close(self._fd)
+            self._fd = -1

@@ -1,0 +1,345 @@
+"""Agent definitions (``*.codex.yaml``) and the bundle that holds them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, UnknownAgentError
+
+try:  # the C loader is several times faster on big bundles
+    _Loader: type = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - PyYAML built without libyaml
+    _Loader = yaml.SafeLoader
+
+AGENT_SUFFIX = ".codex.yaml"
+BUNDLED_AGENTS = Path(__file__).parent / "bundle" / "agents"
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML with the fastest safe loader available."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - safe loader
+
+
+@dataclass(frozen=True)
+class AgentDef:
+    """One agent definition as written in its YAML file."""
+
+    id: str
+    key: str
+    domain: str
+    subdomain: str | None
+    path: Path
+    data: dict[str, Any] = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.data["agent"].get("name", self.id))
+
+    @property
+    def tier(self) -> str:
+        return str(self.data["agent"]["classification"].get("tier", ""))
+
+    @property
+    def description(self) -> str:
+        return str(self.data["agent"].get("description", "")).strip()
+
+    @property
+    def max_parallel_tasks(self) -> int:
+        return int(self.data["runtime"]["concurrency"]["max_parallel_tasks"])
+
+    @property
+    def timeout_ms(self) -> int | None:
+        value = self.data["runtime"].get("timeout_ms")
+        return int(value) if value is not None else None
+
+    @property
+    def autonomy_level(self) -> float | None:
+        value = self.data["runtime"].get("autonomy_level")
+        return float(value) if value is not None else None
+
+    @property
+    def keywords(self) -> list[str]:
+        return list((self.data.get("triggers") or {}).get("keywords") or [])
+
+
+# (dotted path, expected type(s), required)
+_SCHEMA: list[tuple[str, type | tuple[type, ...], bool]] = [
+    ("version", (str, int, float), True),
+    ("agent", dict, True),
+    ("agent.id", str, True),
+    ("agent.name", str, True),
+    ("agent.classification", dict, True),
+    ("agent.classification.domain", str, True),
+    ("agent.classification.tier", str, True),
+    ("agent.description", str, True),
+    ("runtime", dict, True),
+    ("runtime.execution_mode", str, False),
+    ("runtime.autonomy_level", (int, float), False),
+    ("runtime.concurrency", dict, True),
+    ("runtime.concurrency.max_parallel_tasks", int, True),
+    ("runtime.concurrency.queue_strategy", str, False),
+    ("runtime.resource_limits", dict, False),
+    ("runtime.timeout_ms", int, False),
+    ("capabilities", dict, False),
+    ("capabilities.core", list, False),
+    ("capabilities.detail", dict, False),
+    ("capabilities.detail.tools", dict, False),
+    ("capabilities.detail.tools.allowed", list, False),
+    ("capabilities.detail.tools.restricted", list, False),
+    ("responsibilities", dict, False),
+    ("triggers", dict, False),
+    ("triggers.keywords", list, False),
+    ("triggers.regex", list, False),
+    ("triggers.file_patterns", list, False),
+    ("memory", dict, False),
+    ("memory.sharing_policy", dict, False),
+    ("memory.sharing_policy.share_with", list, False),
+    ("memory.sharing_policy.redact", list, False),
+    ("hooks", dict, False),
+]
+
+_MISSING = object()
+
+
+def _lookup(data: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return _MISSING
+        data = data[part]
+    return data
+
+
+def _type_name(t: type | tuple[type, ...]) -> str:
+    types = t if isinstance(t, tuple) else (t,)
+    return " or ".join({"str": "string", "dict": "mapping", "list": "list", "int": "integer",
+                        "float": "number"}.get(x.__name__, x.__name__) for x in types)
+
+
+def validate_agent_data(data: Any, where: str) -> list[str]:
+    """Return ``path: field: problem`` lines for one parsed agent file (empty when valid)."""
+    if not isinstance(data, dict):
+        return [f"{where}: the file must hold a mapping, not {type(data).__name__}"]
+    problems: list[str] = []
+    for dotted, expected, required in _SCHEMA:
+        value = _lookup(data, dotted)
+        if value is _MISSING or value is None:
+            parent = dotted.rpartition(".")[0]
+            if required and (not parent or isinstance(_lookup(data, parent), dict)):
+                problems.append(f"{where}: {dotted}: missing")
+            continue
+        ok = isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool)
+        if not ok:
+            problems.append(f"{where}: {dotted}: expected {_type_name(expected)}, "
+                            f"got {type(value).__name__} {value!r:.40}")
+    agent_id = _lookup(data, "agent.id")
+    if isinstance(agent_id, str) and not _ID_RE.match(agent_id):
+        problems.append(f"{where}: agent.id: {agent_id!r} must be lowercase letters, digits, '-', '_' or '.'")
+    limit = _lookup(data, "runtime.concurrency.max_parallel_tasks")
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit <= 0:
+        problems.append(f"{where}: runtime.concurrency.max_parallel_tasks: must be positive, got {limit}")
+    timeout = _lookup(data, "runtime.timeout_ms")
+    if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout <= 0:
+        problems.append(f"{where}: runtime.timeout_ms: must be positive, got {timeout}")
+    for i, rule in enumerate(_lookup(data, "triggers.regex") or [] if isinstance(
+            _lookup(data, "triggers.regex"), list) else []):
+        pattern = rule.get("pattern") if isinstance(rule, dict) else None
+        if not isinstance(pattern, str):
+            problems.append(f"{where}: triggers.regex[{i}].pattern: missing")
+            continue
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            problems.append(f"{where}: triggers.regex[{i}].pattern: invalid regex {pattern!r}: {exc}")
+    return problems
+
+
+def read_yaml_file(path: Path) -> Any:
+    """Read and parse one YAML/JSON file, turning every failure into a ConfigError line."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return yaml_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: invalid YAML: {where}{problem}") from None
+
+
+class Registry:
+    """All agents of one bundle folder, addressable by id (or ``domain/id`` when ids clash)."""
+
+    def __init__(self, root: Path, agents: list[AgentDef]) -> None:
+        self.root = root
+        self._by_key: dict[str, AgentDef] = {a.key: a for a in agents}
+        self._by_id: dict[str, list[AgentDef]] = {}
+        for agent in agents:
+            self._by_id.setdefault(agent.id, []).append(agent)
+
+    def __iter__(self) -> Iterator[AgentDef]:
+        return iter(sorted(self._by_key.values(), key=lambda a: (a.domain, a.id)))
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def __contains__(self, agent_id: object) -> bool:
+        return isinstance(agent_id, str) and self.find(agent_id) is not None
+
+    @property
+    def domains(self) -> list[str]:
+        return sorted({a.domain for a in self._by_key.values()})
+
+    def find(self, agent_id: str) -> AgentDef | None:
+        """The agent for ``agent_id`` or ``domain/id``; None when unknown; error when ambiguous."""
+        if agent_id in self._by_key:
+            return self._by_key[agent_id]
+        matches = self._by_id.get(agent_id, [])
+        if len(matches) > 1:
+            keys = " and ".join(a.key for a in matches)
+            raise ConfigError(f"agent id {agent_id!r} is ambiguous: it is both {keys}; "
+                              "use the domain/id form")
+        return matches[0] if matches else None
+
+    def get(self, agent_id: str) -> AgentDef:
+        """The agent for ``agent_id``; raises UnknownAgentError with a hint when unknown."""
+        agent = self.find(agent_id)
+        if agent is None:
+            close = [a.id for a in self if agent_id in a.id or a.id in agent_id][:3]
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise UnknownAgentError(f"unknown agent {agent_id!r} in {self.root}{hint}")
+        return agent
+
+
+def resolve_agents_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Find the bundle: explicit, $CODEX_AGENTS_DIR, ./codex/agents, ~/.codex/agents, bundled."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("CODEX_AGENTS_DIR")
+    if env:
+        return Path(env)
+    for candidate in (Path.cwd() / "codex" / "agents", Path.home() / ".codex" / "agents"):
+        if candidate.is_dir():
+            return candidate
+    return BUNDLED_AGENTS
+
+
+def _classify(root: Path, path: Path, domain: str) -> tuple[str, str | None]:
+    parts = path.relative_to(root).parts[:-1]
+    subdomain = "/".join(parts[1:]) if len(parts) > 1 else None
+    return domain, subdomain
+
+
+def load_registry(path: str | os.PathLike[str] | None = None, *, check_index: bool = True) -> Registry:
+    """Load and validate every ``*.codex.yaml`` under the agents folder.
+
+    Raises ConfigError listing every problem found, one line each.
+    """
+    root = resolve_agents_dir(path)
+    if not root.is_dir():
+        raise ConfigError(f"{root}: agents folder not found")
+    problems: list[str] = []
+    parsed: list[tuple[Path, dict[str, Any]]] = []
+    for file in sorted(root.rglob(f"*{AGENT_SUFFIX}")):
+        try:
+            data = read_yaml_file(file)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        found = validate_agent_data(data, str(file))
+        if found:
+            problems.extend(found)
+        else:
+            parsed.append((file, data))
+    if not parsed and not problems:
+        problems.append(f"{root}: no *{AGENT_SUFFIX} files found")
+
+    ids: dict[str, list[tuple[Path, str]]] = {}
+    for file, data in parsed:
+        ids.setdefault(data["agent"]["id"], []).append((file, data["agent"]["classification"]["domain"]))
+    agents: list[AgentDef] = []
+    for file, data in parsed:
+        agent_id = data["agent"]["id"]
+        domain, subdomain = _classify(root, file, data["agent"]["classification"]["domain"])
+        same = ids[agent_id]
+        key = agent_id
+        if len(same) > 1:
+            if sum(1 for _, d in same if d == domain) > 1:
+                others = ", ".join(str(f) for f, _ in same if f != file)
+                problems.append(f"{file}: agent.id: duplicate id {agent_id!r} (also in {others})")
+                continue
+            key = f"{domain}/{agent_id}"
+        agents.append(AgentDef(agent_id, key, domain, subdomain, file, data))
+
+    index_file = root / "index.json"
+    if check_index and index_file.is_file():
+        try:
+            index = json.loads(index_file.read_text(encoding="utf-8"))
+            known = {a.id for a in agents} | {a.key for a in agents}
+            for entry in index.get("agents", []):
+                if entry.get("id") not in known:
+                    problems.append(f"{index_file}: agents: unknown agent {entry.get('id')!r} "
+                                    "(run `codex-flow agents index`)")
+        except (ValueError, AttributeError) as exc:
+            problems.append(f"{index_file}: invalid JSON: {exc}")
+    if problems:
+        raise ConfigError(problems)
+    return Registry(root, agents)
+
+
+def build_index(registry: Registry) -> dict[str, Any]:
+    """The content of ``index.json`` for a registry."""
+    entries = []
+    for a in registry:
+        entry: dict[str, Any] = {"id": a.key, "name": a.name, "domain": a.domain}
+        if a.subdomain:
+            entry["subdomain"] = a.subdomain
+        entry.update(tier=a.tier, description=a.description, autonomy_level=a.autonomy_level,
+                     max_parallel_tasks=a.max_parallel_tasks, keywords=a.keywords,
+                     path=a.path.relative_to(registry.root).as_posix())
+        entries.append(entry)
+    return {"version": 1, "generatedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            "agents": entries}
+
+
+def build_triggers(registry: Registry) -> dict[str, Any]:
+    """The content of ``triggers.json``: keyword, regex and file-glob routes to agent ids."""
+    keywords: dict[str, list[str]] = {}
+    regex: list[dict[str, Any]] = []
+    globs: dict[str, list[str]] = {}
+    for a in registry:
+        trig = a.data.get("triggers") or {}
+        for kw in trig.get("keywords") or []:
+            keywords.setdefault(str(kw).lower(), []).append(a.key)
+        for rule in trig.get("regex") or []:
+            regex.append({"pattern": rule["pattern"], "priority": int(rule.get("priority", 0)),
+                          "agents": [a.key]})
+        for glob in trig.get("file_patterns") or []:
+            globs.setdefault(str(glob), []).append(a.key)
+    regex.sort(key=lambda r: (-r["priority"], r["pattern"]))
+    return {"keywords": dict(sorted(keywords.items())), "regex": regex,
+            "file_patterns": dict(sorted(globs.items()))}
+
+
+def write_index(registry: Registry) -> list[Path]:
+    """Regenerate ``index.json`` and ``triggers.json`` next to the agent files."""
+    out = []
+    for name, content in (("index.json", build_index(registry)),
+                          ("triggers.json", build_triggers(registry))):
+        target = registry.root / name
+        target.write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        out.append(target)
+    return out

@@ -1,0 +1,173 @@
+"""Task maps: ``{aliasOrAgentId: [task, ...]}`` from a file, stdin, text or a dict."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .aliases import check_safe_name
+from .errors import ConfigError
+from .registry import yaml_load
+
+MAX_TASK_FILE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TaskItem:
+    """One task as written by the user."""
+
+    text: str
+    id: str | None = None
+    depends_on: tuple[str, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict)
+    tools: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"task": self.text}
+        if self.id:
+            out["id"] = self.id
+        if self.depends_on:
+            out["dependsOn"] = list(self.depends_on)
+        if self.meta:
+            out["meta"] = self.meta
+        if self.tools:
+            out["tools"] = list(self.tools)
+        return out
+
+
+TaskMap = dict[str, list[TaskItem]]
+
+
+def parse_text(text: str, source: str) -> Any:
+    """Parse JSON (strictly, with line/column on error) or YAML text."""
+    stripped = text.lstrip()
+    if stripped.startswith(("{", "[")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{source}: invalid JSON: line {exc.lineno}, column {exc.colno}: "
+                              f"{exc.msg}") from None
+    try:
+        return yaml_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: invalid YAML: {where}{problem}") from None
+
+
+def read_source(path: str, max_bytes: int = MAX_TASK_FILE_BYTES) -> str:
+    """Read a task/plan file (``-`` is stdin) as UTF-8 text, with size and encoding checks."""
+    source = "<stdin>" if path == "-" else path
+    try:
+        if path == "-":
+            raw = sys.stdin.buffer.read(max_bytes + 1)
+        else:
+            p = Path(path)
+            size = p.stat().st_size
+            if size > max_bytes:
+                raise ConfigError(f"{source}: file is {size / 1e6:.1f} MB, larger than the "
+                                  f"{max_bytes / 1e6:.0f} MB limit for task files")
+            raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > max_bytes:
+        raise ConfigError(f"{source}: input larger than the {max_bytes / 1e6:.0f} MB limit")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text (invalid byte at offset {exc.start})") from None
+
+
+def _parse_item(value: Any, where: str, problems: list[str]) -> TaskItem | None:
+    if isinstance(value, str):
+        if not value.strip():
+            problems.append(f"{where}: empty task text")
+            return None
+        return TaskItem(value)
+    if not isinstance(value, Mapping):
+        problems.append(f"{where}: a task must be a string or an object with 'task', "
+                        f"got {type(value).__name__}")
+        return None
+    text = value.get("task")
+    if not isinstance(text, str) or not text.strip():
+        problems.append(f"{where}: 'task' must be a non-empty string")
+        return None
+    task_id = value.get("id")
+    if task_id is not None:
+        bad = check_safe_name(task_id, "task id") if isinstance(task_id, str) else "task id must be a string"
+        if bad:
+            problems.append(f"{where}: {bad}")
+            return None
+    deps = value.get("dependsOn", [])
+    if isinstance(deps, str):
+        deps = [deps]
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        problems.append(f"{where}: 'dependsOn' must be a list of task ids")
+        return None
+    meta = value.get("meta") or {}
+    if not isinstance(meta, Mapping):
+        problems.append(f"{where}: 'meta' must be an object")
+        return None
+    tools = value.get("tools") or []
+    if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
+        problems.append(f"{where}: 'tools' must be a list of tool names")
+        return None
+    return TaskItem(text, task_id, tuple(deps), dict(meta), tuple(tools))
+
+
+def parse_task_map(data: Any, source: str = "tasks") -> TaskMap:
+    """Validate parsed data as a task map. Raises ConfigError with one line per problem."""
+    if not isinstance(data, Mapping):
+        kind = "nothing" if data is None else type(data).__name__
+        raise ConfigError(f"{source}: a task map must be an object of alias -> [task, ...], got {kind}")
+    if not data:
+        raise ConfigError(f"{source}: the task map is empty")
+    problems: list[str] = []
+    result: TaskMap = {}
+    for key, items in data.items():
+        bad = check_safe_name(key, "alias") if isinstance(key, str) else "alias must be a string"
+        if bad:
+            problems.append(f"{source}: {bad}")
+            continue
+        if isinstance(items, (str, Mapping)):
+            items = [items]
+        if not isinstance(items, list):
+            problems.append(f"{source}: {key}: expected a list of tasks, got {type(items).__name__}")
+            continue
+        if not items:
+            problems.append(f"{source}: {key}: the task list is empty")
+            continue
+        parsed = [_parse_item(v, f"{source}: {key}[{i}]", problems) for i, v in enumerate(items)]
+        result[key] = [p for p in parsed if p is not None]
+    if problems:
+        raise ConfigError(problems)
+    return result
+
+
+def load_task_map(path: str) -> TaskMap:
+    """Read a task map from a JSON/YAML file, or stdin when ``path`` is ``-``."""
+    source = "<stdin>" if path == "-" else path
+    return parse_task_map(parse_text(read_source(path), source), source)
+
+
+def coerce_task_map(tasks: Any, source: str = "tasks") -> TaskMap:
+    """Accept a TaskMap, a plain dict, a path, or JSON/YAML text."""
+    if isinstance(tasks, Mapping) and all(
+            isinstance(v, list) and all(isinstance(i, TaskItem) for i in v) for v in tasks.values()):
+        return dict(tasks)  # type: ignore[arg-type]
+    if isinstance(tasks, Path):
+        return load_task_map(str(tasks))
+    if isinstance(tasks, str):
+        if "\n" not in tasks and Path(tasks).is_file():
+            return load_task_map(tasks)
+        return parse_task_map(parse_text(tasks, source), source)
+    return parse_task_map(tasks, source)
