@@ -1,0 +1,55 @@
+"""Helpers shared by the benchmark scripts (not a public API)."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import os
+import statistics
+import sys
+from collections.abc import Sequence
+
+from codexflow_nb.runtimes import Reply, RuntimeCall
+
+
+class ZeroRuntime:
+    """An in-process runtime that replies at once: measures the engine alone."""
+
+    name = "zero"
+    default_retries = 0
+
+    async def open(self, max_connections: int) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def run(self, call: RuntimeCall, on_chunk=None) -> Reply:
+        return Reply(summary="ok", output={"n": 1}, usage={"tokensIn": 1, "tokensOut": 1})
+
+
+def machine() -> str:
+    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}")
+
+
+def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--short", action="store_true", help="a quick run that only proves the bench works")
+    return p
+
+
+def median(xs: Sequence[float]) -> float:
+    return statistics.median(xs)
+
+
+def header(title: str) -> None:
+    print(f"# {title}\n# {machine()}\n# command: python {' '.join(sys.argv)}\n")
