@@ -16,11 +16,22 @@ from typing import Any
 from .errors import RunStorageError
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
+_dumps = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":")).encode
+
+
+def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write JSON to ``path`` via a temp file and rename (whole or absent, never torn)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, ensure_ascii=False, default=str)
+    path = os.fspath(path)
+    head, name = os.path.split(path)
+    tmp = os.path.join(head, f".{name}.tmp")
+    payload = _dumps(data).encode("utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 
@@ -63,10 +74,15 @@ class RunStore:
 
     @staticmethod
     def _write(item: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
-        directory, input_doc, output_doc = item
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(directory / "input.json", input_doc)
-        atomic_write_json(directory / "output.json", output_doc)
+        directory = os.fspath(item[0])
+        try:
+            os.mkdir(directory)
+        except FileNotFoundError:
+            os.makedirs(directory, exist_ok=True)
+        except FileExistsError:
+            pass
+        atomic_write_json(os.path.join(directory, "input.json"), item[1])
+        atomic_write_json(os.path.join(directory, "output.json"), item[2])
 
     def _loop(self) -> None:
         while True:
