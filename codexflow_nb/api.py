@@ -128,15 +128,15 @@ class Run:
                  run_id: str | None = None, skip: set[str] | None = None) -> None:
         self.bus = EventBus()
         self.options = options
+        self.engine = Engine(plan, resolved, runtime, options=options, bus=self.bus,
+                             run_id=run_id, skip=skip)
+        self.engine.check_storage()  # before the log is created: a failed start writes nothing
         self._sink: JsonlSink | None = None
         if options.log_file is not None:
             self._sink = JsonlSink(options.log_file, fsync=options.fsync)
             self.bus.subscribe(self._sink)
         if on_event is not None:
             self.bus.subscribe(on_event)
-        self.engine = Engine(plan, resolved, runtime, options=options, bus=self.bus,
-                             run_id=run_id, skip=skip)
-        self.engine.check_storage()
 
     @property
     def run_id(self) -> str:
@@ -203,7 +203,7 @@ def prepare_run(tasks: Any = None, *, plan: Plan | Mapping[str, Any] | str | Non
         from .resume import completed_keys
 
         run_id = resume
-        skip = completed_keys(run_opts.log_file, resume, the_plan)
+        skip = completed_keys(run_opts.log_file, resume, the_plan, run_opts.runs_dir)
     return Run(the_plan, resolved, rt, run_opts, on_event=on_event, run_id=run_id, skip=skip)
 
 

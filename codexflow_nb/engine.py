@@ -19,6 +19,7 @@ from .context import ContextBus, build_context
 from .errors import RunStorageError
 from .events import SCHEMA_VERSION, STATUS_KIND, Event, EventBus, utc_now_iso
 from .plan import Plan, PlanTask
+from .resume import restore_result
 from .runstore import RunStore
 from .runtimes.base import Reply, Runtime, RuntimeCall, RuntimeFailure
 from .tools import tool_violation
@@ -112,6 +113,8 @@ class Engine:
         self.context_bus = ContextBus(self)
         self._skip = skip or set()
         self._cancel_reason: str | None = None
+        #: The first event-log or run-store write failure; it cancels the run.
+        self.storage_error: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._running: dict[str, asyncio.Task[Any]] = {}
@@ -140,7 +143,16 @@ class Engine:
             r = node.result
             event.update(alias=r.alias, agentId=r.agent_id, taskId=r.task_id, key=r.key, phase=r.phase)
         event.update(fields)
-        self.bus.emit(event)
+        try:
+            self.bus.emit(event)
+        except RunStorageError as exc:
+            self._storage_failed(str(exc))
+
+    def _storage_failed(self, message: str) -> None:
+        """Stop the run once on a storage failure; tasks in flight end cancelled."""
+        if self.storage_error is None:
+            self.storage_error = message
+            self.cancel(f"storage failure: {message}")
 
     # -- public -----------------------------------------------------------------------------
     @property
@@ -179,7 +191,8 @@ class Engine:
         self._wakeups: dict[str, asyncio.Condition] = {a: asyncio.Condition() for a in self.resolved}
         self.emit("run_started", runtime=opts.runtime_name or self.runtime.name, tasks=len(self.nodes),
                   aliases=aliases, maxConcurrency=cap, retries=self._retries,
-                  phases=[p.name for p in self.plan.phases], pid=os.getpid())
+                  phases=[p.name for p in self.plan.phases], pid=os.getpid(),
+                  **({"resumed": len(self._skip)} if self._skip else {}))
         started = time.perf_counter()
         connections = sum(min(r.max_parallel_tasks, cap or r.max_parallel_tasks)
                           for r in self.resolved.values())
@@ -189,6 +202,7 @@ class Engine:
             for key in self._skip:  # resumed runs: already done
                 node = self.nodes[key]
                 node.done, node.result.status, node.result.ok = True, "completed", True
+                node.output = restore_result(node.result, self._store)
                 self._remaining -= 1
             for node in self.nodes.values():
                 if not node.done:
@@ -219,6 +233,7 @@ class Engine:
                     self._store.close()
                 except RunStorageError as exc:
                     store_error = str(exc)
+                    self.storage_error = self.storage_error or store_error
             results = self.results
             counts: dict[str, int] = {}
             for r in results:
@@ -372,7 +387,10 @@ class Engine:
         if self.options.keep_outputs or self._store is None:
             res._output = output
         if self._store is not None:
-            self._save(node, reply, chunks)
+            try:
+                self._save(node, reply, chunks)
+            except RunStorageError as exc:
+                self._storage_failed(str(exc))
         self._remaining -= 1
         for key in node.dependants:
             dep = self.nodes[key]

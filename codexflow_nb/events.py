@@ -55,8 +55,16 @@ class EventBus:
         return lambda: self._subscribers.remove(fn) if fn in self._subscribers else None
 
     def emit(self, event: Event) -> None:
+        """Deliver to every subscriber; a storage failure in one (the log sink) does not keep
+        the event from the others, and is raised after all of them have run."""
+        failure: RunStorageError | None = None
         for fn in self._subscribers:
-            fn(event)
+            try:
+                fn(event)
+            except RunStorageError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
 
 class JsonlSink:
@@ -79,6 +87,7 @@ class JsonlSink:
                                   f"{exc.strerror or exc}") from None
         self._last_sync = time.monotonic()
         self._dirty = False
+        self._torn = False  # a short write left part of a line: end it before the next one
         self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
     def __call__(self, event: Event) -> None:
@@ -86,10 +95,14 @@ class JsonlSink:
 
     def write(self, event: Event) -> None:
         data = (self._dumps(event) + "\n").encode("utf-8")
+        if self._torn:
+            data = b"\n" + data
         try:
             written = os.write(self._fd, data)
             if written != len(data):  # only on a full disk; never leave half a line unexplained
-                raise OSError(errno.ENOSPC, "short write")
+                self._torn = not self._end_torn_line(written, data)
+                raise OSError(errno.ENOSPC, "short write (disk full or file too large)")
+            self._torn = False
             if self.fsync == "every":
                 os.fsync(self._fd)
             elif self.fsync == "batch":
@@ -101,6 +114,16 @@ class JsonlSink:
         except OSError as exc:
             raise RunStorageError(f"{self.path}: cannot write the event log: "
                                   f"{exc.strerror or exc}") from None
+
+    def _end_torn_line(self, written: int, data: bytes) -> bool:
+        """After a short write, try to end the fragment with a newline so that a later line
+        (ours or another process's) does not glue onto it. True when the line is ended."""
+        if written == 0 or data[written - 1:written] == b"\n":
+            return True
+        try:
+            return os.write(self._fd, b"\n") == 1
+        except OSError:
+            return False
 
     def close(self) -> None:
         if self._fd < 0:

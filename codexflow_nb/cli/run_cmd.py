@@ -91,7 +91,8 @@ def _source(args: argparse.Namespace) -> tuple[Any, Plan | str | None]:
     if args.file:
         from ..tasks import load_task_map
 
-        return load_task_map(args.file), None
+        source = "<stdin>" if args.file == "-" else args.file  # problems name the file
+        return None, Plan.from_task_map(load_task_map(args.file), source)
     if args.example:
         return str(EXAMPLE_TASKS), None
     raise ConfigError("nothing to run: give --example, -f FILE, --plan-file FILE or --resume")
@@ -189,4 +190,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(result.summary_text(verbose=args.verbose))
+    if run.engine.storage_error:
+        print(f"codex-flow: error: run stopped: {run.engine.storage_error}", file=sys.stderr)
     return 0 if result.ok else 1
