@@ -1,0 +1,57 @@
+"""Providers behind the demo endpoint: ``echo`` (offline), ``openai``, ``anthropic``, ``ollama``
+and ``cli``. :class:`ProviderSettings` holds what the endpoint was started with; providers are
+built on first use, so a missing key only matters to requests that pick that provider."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from .base import AgentRequest, Provider, ProviderError, ProviderReply, first_line
+
+PROVIDER_NAMES = ("echo", "openai", "anthropic", "ollama", "cli")
+
+__all__ = ["PROVIDER_NAMES", "AgentRequest", "Provider", "ProviderError", "ProviderReply",
+           "ProviderSettings", "first_line", "make_provider"]
+
+
+@dataclass
+class ProviderSettings:
+    """Start-up configuration of the providers (flags and environment)."""
+
+    chunk_delay_ms: float = 0.0
+    cli_command: Sequence[str] | None = None
+    cli_timeout_s: float = 120.0
+    cli_max_output_bytes: int = 256 * 1024
+    env: Mapping[str, str] = field(default_factory=lambda: os.environ)
+
+
+def make_provider(name: str, settings: ProviderSettings, client: httpx.AsyncClient,
+                  model: str | None = None) -> Provider:
+    """Build provider ``name`` (``model`` overrides the vendor's model variable);
+    ProviderError(400) when it is not configured."""
+    if name == "echo":
+        from .echo import EchoProvider
+
+        return EchoProvider(settings.chunk_delay_ms)
+    if name == "openai":
+        from .openai import OpenAIProvider
+
+        return OpenAIProvider(client, settings.env, model)
+    if name == "anthropic":
+        from .anthropic import AnthropicProvider
+
+        return AnthropicProvider(client, settings.env, model)
+    if name == "ollama":
+        from .ollama import OllamaProvider
+
+        return OllamaProvider(client, settings.env, model)
+    if name == "cli":
+        from .cli import CliProvider
+
+        return CliProvider(settings.cli_command, timeout_s=settings.cli_timeout_s,
+                           max_output_bytes=settings.cli_max_output_bytes)
+    raise ProviderError(400, f"unknown provider: choose one of {', '.join(PROVIDER_NAMES)}")

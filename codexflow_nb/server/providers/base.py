@@ -1,0 +1,135 @@
+"""What every provider gets (an :class:`AgentRequest`) and gives back (a :class:`ProviderReply`),
+plus the prompts built from an agent definition and the mapping of upstream failures."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from ...registry import AgentDef
+from ...runtimes.codex import parse_retry_after
+
+
+@dataclass(frozen=True)
+class AgentRequest:
+    """One validated ``POST /run`` body, with the agent definition it names."""
+
+    agent: AgentDef
+    alias: str
+    task: str
+    context: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class ProviderReply:
+    """The text a provider produced, its usage (``tokensIn``/``tokensOut``) and extra output."""
+
+    text: str
+    model: str
+    usage: dict[str, int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ProviderError(Exception):
+    """A request the provider could not serve. ``status`` is the endpoint's HTTP status:
+    429 (rate limited, with ``retry_after``), 502/504 (upstream failed, worth a retry),
+    424 (upstream refused, a retry will not help) or 400 (provider not configured).
+    Messages never quote the task or the provider's key."""
+
+    def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.status == 429 or self.status >= 500
+
+
+class Provider(Protocol):
+    """A model behind the endpoint. ``stream`` yields text pieces and ends with the reply."""
+
+    name: str
+
+    async def complete(self, request: AgentRequest) -> ProviderReply: ...
+
+    def stream(self, request: AgentRequest) -> AsyncIterator[str | ProviderReply]: ...
+
+
+def system_prompt(agent: AgentDef) -> str:
+    """The agent's role, responsibilities and capabilities as a system prompt."""
+    data = agent.data
+    lines = [f"You are {agent.name} (agent id {agent.id}), a {agent.tier or 'general'} agent "
+             f"in the {agent.domain} domain.", agent.description]
+    primary = (data.get("responsibilities") or {}).get("primary") or []
+    if primary:
+        lines.append("Your responsibilities:")
+        lines.extend(f"- {item}" for item in primary)
+    core = (data.get("capabilities") or {}).get("core") or []
+    if core:
+        lines.append("Core capabilities: " + ", ".join(str(c) for c in core))
+    lines.append("Answer with a short first line that summarises your result, then the details.")
+    return "\n".join(line for line in lines if line)
+
+
+def user_prompt(request: AgentRequest) -> str:
+    """The task, followed by the results of earlier tasks when there are any."""
+    text = request.task
+    if request.context:
+        text += "\n\nResults of earlier tasks (JSON):\n" + json.dumps(
+            request.context, ensure_ascii=False, default=str, indent=1)
+    return text
+
+
+def upstream_failure(vendor: str, response: httpx.Response, body: bytes | None = None) -> ProviderError:
+    """Map a vendor's non-200 reply to a :class:`ProviderError`, quoting only the vendor's
+    error code (never its message, which may echo the request or part of a key)."""
+    status = response.status_code
+    code = _error_code(body if body is not None else response.content)
+    detail = f"HTTP {status}" + (f" ({code})" if code else "")
+    if status == 429:
+        return ProviderError(429, f"{vendor} rate limit: {detail}",
+                             retry_after=parse_retry_after(response.headers.get("retry-after")))
+    if status >= 500:
+        return ProviderError(502, f"{vendor} upstream error: {detail}")
+    return ProviderError(424, f"{vendor} refused the request: {detail}")
+
+
+def transport_failure(vendor: str, exc: httpx.HTTPError) -> ProviderError:
+    """Map a connection problem or timeout talking to the vendor."""
+    from ...runtimes.codex import is_timeout
+
+    if is_timeout(exc):
+        return ProviderError(504, f"{vendor} did not answer in time")
+    return ProviderError(502, f"cannot reach {vendor}: {type(exc.__cause__ or exc).__name__}")
+
+
+def malformed(vendor: str, what: str) -> ProviderError:
+    return ProviderError(502, f"{vendor} sent a malformed reply: {what}")
+
+
+def _error_code(body: bytes) -> str | None:
+    try:
+        doc = json.loads(body)
+    except (ValueError, TypeError):
+        return None
+    err = doc.get("error") if isinstance(doc, dict) else None
+    if isinstance(err, dict):
+        for key in ("code", "type"):
+            value = err.get(key)
+            if isinstance(value, str) and len(value) <= 80:
+                return value
+    return None
+
+
+def first_line(text: str, limit: int = 200) -> str:
+    """A one-line summary: the first non-empty line of ``text``, shortened."""
+    for line in text.splitlines():
+        line = line.strip().lstrip("#").strip()
+        if line:
+            return line if len(line) <= limit else line[:limit - 3] + "..."
+    return ""

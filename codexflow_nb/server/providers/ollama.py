@@ -1,0 +1,97 @@
+"""The ``ollama`` provider: ``POST {OLLAMA_URL}/api/chat``, one JSON reply or NDJSON lines when
+streaming; usage from ``prompt_eval_count`` / ``eval_count`` of the final (``done``) object."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import httpx
+
+from .base import (
+    AgentRequest,
+    ProviderError,
+    ProviderReply,
+    malformed,
+    system_prompt,
+    transport_failure,
+    upstream_failure,
+    user_prompt,
+)
+
+DEFAULT_URL = "http://127.0.0.1:11434"
+DEFAULT_MODEL = "llama3.2"
+VENDOR = "ollama"
+
+
+class OllamaProvider:
+    """``OLLAMA_URL`` (default a local Ollama) and ``OLLAMA_MODEL`` are optional."""
+
+    name = "ollama"
+
+    def __init__(self, client: httpx.AsyncClient, env: Mapping[str, str],
+                 model: str | None = None) -> None:
+        self._client = client
+        self._url = (env.get("OLLAMA_URL") or DEFAULT_URL).rstrip("/") + "/api/chat"
+        self.model = model or env.get("OLLAMA_MODEL") or DEFAULT_MODEL
+
+    def _body(self, request: AgentRequest, stream: bool) -> dict[str, Any]:
+        return {"model": self.model, "stream": stream, "messages": [
+            {"role": "system", "content": system_prompt(request.agent)},
+            {"role": "user", "content": user_prompt(request)}]}
+
+    async def complete(self, request: AgentRequest) -> ProviderReply:
+        try:
+            response = await self._client.post(self._url, json=self._body(request, False))
+        except httpx.HTTPError as exc:
+            raise transport_failure(VENDOR, exc) from None
+        if response.status_code != 200:
+            raise upstream_failure(VENDOR, response)
+        try:
+            doc = response.json()
+            text = doc["message"]["content"]
+        except (ValueError, KeyError, TypeError):
+            raise malformed(VENDOR, "no message.content") from None
+        return ProviderReply(text=text, model=str(doc.get("model") or self.model), usage=_usage(doc))
+
+    async def stream(self, request: AgentRequest) -> AsyncIterator[str | ProviderReply]:
+        parts: list[str] = []
+        final: dict[str, Any] | None = None
+        try:
+            async with self._client.stream("POST", self._url,
+                                           json=self._body(request, True)) as response:
+                if response.status_code != 200:
+                    raise upstream_failure(VENDOR, response, await response.aread())
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        doc = json.loads(line)
+                    except ValueError:
+                        raise malformed(VENDOR, "stream line is not JSON") from None
+                    if not isinstance(doc, dict):
+                        raise malformed(VENDOR, "stream line is not an object")
+                    if doc.get("error"):
+                        raise ProviderError(502, f"{VENDOR} stream error")
+                    content = (doc.get("message") or {}).get("content")
+                    if content:
+                        parts.append(content)
+                        yield content
+                    if doc.get("done"):
+                        final = doc
+                        break
+        except httpx.HTTPError as exc:
+            raise transport_failure(VENDOR, exc) from None
+        if final is None:
+            raise malformed(VENDOR, "stream ended without a done object")
+        yield ProviderReply(text="".join(parts), model=str(final.get("model") or self.model),
+                            usage=_usage(final))
+
+
+def _usage(doc: dict[str, Any]) -> dict[str, int]:
+    # Ollama leaves out prompt_eval_count when the whole prompt came from its cache
+    tokens_in, tokens_out = doc.get("prompt_eval_count", 0), doc.get("eval_count")
+    if not isinstance(tokens_in, int) or not isinstance(tokens_out, int):
+        raise malformed(VENDOR, "no prompt_eval_count/eval_count")
+    return {"tokensIn": tokens_in, "tokensOut": tokens_out}
