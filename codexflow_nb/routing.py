@@ -1,0 +1,231 @@
+"""The router: pick agents for free text or file paths from ``triggers.json``, with a trace.
+
+* Text: trigger keywords first (case-insensitive phrase match on word boundaries), then regex
+  rules by priority (highest first; matched case-insensitively).
+* Paths: file globs, matched against the whole relative path: ``**`` spans any number of
+  folders (``**/x`` also matches ``x`` at the top), ``*`` and ``?`` never cross ``/``.
+
+Every match is kept in the trace, so a plan can say why each agent was chosen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .errors import ConfigError
+from .registry import Registry, build_triggers, load_registry
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    """One reason an agent was picked: a keyword, a regex rule or a file glob."""
+
+    agent: str
+    via: str  # "keyword" | "regex" | "glob"
+    rule: str
+    priority: int | None = None
+    path: str | None = None
+    matched: str | None = None  # the text the keyword or regex matched
+
+    def describe(self) -> str:
+        if self.via == "keyword":
+            return f"keyword {self.rule!r}"
+        if self.via == "regex":
+            return f"regex /{self.rule}/ (priority {self.priority}) matched {self.matched!r}"
+        return f"glob {self.rule!r} matched {self.path}"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"agent": self.agent, "via": self.via, "rule": self.rule}
+        for name in ("priority", "path", "matched"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+
+@dataclass
+class Route:
+    """Candidates (agent keys, best first) and the trace of every match."""
+
+    candidates: list[str]
+    trace: list[RouteMatch] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.candidates)
+
+    def reasons(self, agent: str, path: str | None = None) -> list[RouteMatch]:
+        return [m for m in self.trace if m.agent == agent and (path is None or m.path == path)]
+
+    def why(self, agent: str, path: str | None = None) -> str:
+        """One line: every reason ``agent`` was chosen (for ``path`` when given)."""
+        return "; ".join(m.describe() for m in self.reasons(agent, path))
+
+    @property
+    def files(self) -> dict[str, list[str]]:
+        """For file routes: each matched path and its agents, in order."""
+        out: dict[str, list[str]] = {}
+        for m in self.trace:
+            if m.path is not None and m.agent not in out.setdefault(m.path, []):
+                out[m.path].append(m.agent)
+        return out
+
+
+# -- triggers ---------------------------------------------------------------------------------
+
+def load_triggers(registry: Registry) -> dict[str, Any]:
+    """``triggers.json`` from the registry folder, or built from the agents when it is absent.
+
+    A file that names agents the registry does not hold is stale: that is an error, with a hint.
+    """
+    path = Path(registry.root) / "triggers.json"
+    if not path.is_file():
+        return build_triggers(registry)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read triggers: {exc}") from None
+    problems = _check_triggers(data, path, registry)
+    if problems:
+        raise ConfigError(problems)
+    return data
+
+
+def _check_triggers(data: Any, path: Path, registry: Registry) -> list[str]:
+    if not isinstance(data, dict):
+        return [f"{path}: expected an object with keywords, regex and file_patterns"]
+    problems: list[str] = []
+    named: set[str] = set()
+    for section in ("keywords", "file_patterns"):
+        value = data.get(section, {})
+        if not isinstance(value, dict) or not all(isinstance(v, list) for v in value.values()):
+            problems.append(f"{path}: {section}: expected an object of pattern -> [agent, ...]")
+        else:
+            named.update(a for agents in value.values() for a in agents)
+    rules = data.get("regex", [])
+    if not isinstance(rules, list):
+        problems.append(f"{path}: regex: expected a list of {{pattern, priority, agents}}")
+        rules = []
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict) or not isinstance(rule.get("pattern"), str) \
+                or not isinstance(rule.get("agents"), list):
+            problems.append(f"{path}: regex[{i}]: expected {{pattern, priority, agents}}")
+            continue
+        try:
+            re.compile(rule["pattern"])
+        except re.error as exc:
+            problems.append(f"{path}: regex[{i}]: invalid pattern {rule['pattern']!r}: {exc}")
+        named.update(rule["agents"])
+    unknown = sorted(a for a in named if not isinstance(a, str) or a not in registry)
+    if unknown:
+        problems.append(f"{path}: names agents not in {registry.root}: {', '.join(map(str, unknown))} "
+                        "(stale file: run `codex-flow agents index`)")
+    return problems
+
+
+# -- text -------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=1024)
+def _phrase(keyword: str) -> re.Pattern[str]:
+    words = [re.escape(w) for w in keyword.split()]
+    return re.compile(r"(?<!\w)" + r"\s+".join(words) + r"(?!\w)", re.IGNORECASE)
+
+
+@lru_cache(maxsize=1024)
+def _rule(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.IGNORECASE)
+
+
+def route_text(text: str, registry: Registry | None = None, *,
+               triggers: dict[str, Any] | None = None) -> Route:
+    """Agents for a piece of text: keyword matches (in text order), then regex rules by priority."""
+    registry = registry if registry is not None else load_registry()
+    trig = triggers if triggers is not None else load_triggers(registry)
+    keyword_hits: list[tuple[int, RouteMatch]] = []
+    for keyword, agents in trig.get("keywords", {}).items():
+        found = _phrase(keyword).search(text)
+        if found:
+            keyword_hits.extend((found.start(), RouteMatch(a, "keyword", keyword, matched=found.group(0)))
+                                for a in agents)
+    keyword_hits.sort(key=lambda hit: hit[0])
+    trace = [m for _, m in keyword_hits]
+    rules = sorted(enumerate(trig.get("regex", [])),
+                   key=lambda item: (-int(item[1].get("priority", 0)), item[0]))
+    for _, rule in rules:
+        found = _rule(rule["pattern"]).search(text)
+        if found:
+            trace.extend(RouteMatch(a, "regex", rule["pattern"], int(rule.get("priority", 0)),
+                                    matched=found.group(0)) for a in rule["agents"])
+    return Route(list(dict.fromkeys(m.agent for m in trace)), trace)
+
+
+# -- files ------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=1024)
+def glob_to_regex(glob: str) -> re.Pattern[str]:
+    """Compile a path glob: ``**`` any depth, ``*``/``?`` within one segment, ``[...]`` classes."""
+    out: list[str] = []
+    i, n = 0, len(glob)
+    while i < n:
+        c = glob[i]
+        if glob.startswith("**", i):
+            at_start = i == 0 or glob[i - 1] == "/"
+            i += 2
+            if at_start and glob.startswith("/", i):
+                out.append("(?:.*/)?")  # "**/" also matches no folder at all
+                i += 1
+            else:
+                out.append(".*")
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[" and (end := glob.find("]", i + 2 + glob.startswith("!", i + 1))) > 0:
+            negate = glob.startswith("!", i + 1)
+            body = glob[i + 1 + negate:end]
+            body = "".join(ch if ch == "-" else re.escape(ch) for ch in body)
+            out.append("[" + ("^/" if negate else "") + body + "]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out))
+
+
+def glob_match(glob: str, path: str) -> bool:
+    """True when the whole ``path`` (relative, ``/``-separated) matches ``glob``."""
+    return glob_to_regex(glob).fullmatch(path) is not None
+
+
+def normalize_path(path: str | os.PathLike[str], base: Path | None = None) -> str:
+    """A path as the globs see it: relative to ``base`` (default: cwd) when inside it, with ``/``."""
+    p = Path(path)
+    if p.is_absolute():
+        with contextlib.suppress(ValueError):  # outside base: keep it absolute
+            p = p.resolve().relative_to((base or Path.cwd()).resolve())
+    text = p.as_posix()
+    while text.startswith("./"):
+        text = text[2:]
+    return str(PurePosixPath(text))
+
+
+def route_files(paths: Iterable[str | os.PathLike[str]], registry: Registry | None = None, *,
+                triggers: dict[str, Any] | None = None) -> Route:
+    """Agents for files: every glob that matches each path, paths in the order given."""
+    registry = registry if registry is not None else load_registry()
+    trig = triggers if triggers is not None else load_triggers(registry)
+    globs = trig.get("file_patterns", {})
+    trace: list[RouteMatch] = []
+    for raw in paths:
+        path = normalize_path(raw)
+        for glob, agents in globs.items():
+            if glob_match(glob, path):
+                trace.extend(RouteMatch(a, "glob", glob, path=path) for a in agents)
+    return Route(list(dict.fromkeys(m.agent for m in trace)), trace)
