@@ -5,11 +5,14 @@
   ``output`` with every ``redact`` key removed (at any depth).
 * Tasks may also publish notes on topics (``ContextBus.publish``); readers see only the notes
   whose publisher shares with them. Every note is a ``context_published`` event.
+* Code running inside a task (a runtime's ``run``) uses the module functions :func:`publish`
+  and :func:`read`, which act as the current task's alias.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -60,13 +63,15 @@ class ContextBus:
         self._engine = engine
         self._notes: list[tuple[str, str, Any]] = []  # (topic, publisher alias, data)
 
-    def publish(self, alias: str, topic: str, data: Any) -> None:
-        """Publish ``data`` under ``topic`` as ``alias``; redaction applies when it is read."""
+    def publish(self, alias: str, topic: str, data: Any, *, key: str | None = None) -> None:
+        """Publish ``data`` under ``topic`` as ``alias`` (from task ``key``, when known); the
+        event and every reader get it with the publisher's ``redact`` keys removed."""
         self._notes.append((topic, alias, data))
         publisher = self._engine.resolved[alias]
         self._engine.emit("context_published", None, alias=alias, agentId=publisher.agent_id,
                           topic=topic, data=redact(data, publisher.sharing_policy.get("redact") or []),
-                          shareWith=list(publisher.sharing_policy.get("share_with") or []))
+                          shareWith=list(publisher.sharing_policy.get("share_with") or []),
+                          **({"key": key} if key else {}))
 
     def read(self, alias: str, topic: str | None = None) -> list[dict[str, Any]]:
         """Notes ``alias`` may read (optionally one topic), oldest first, redacted."""
@@ -82,3 +87,37 @@ class ContextBus:
         return out
 
     subscribe = read
+
+
+_CURRENT: ContextVar[tuple[ContextBus, str, str] | None] = ContextVar("codexflow_task", default=None)
+
+
+def enter_task(bus: ContextBus, alias: str, key: str) -> Token[tuple[ContextBus, str, str] | None]:
+    """Mark the running asyncio task as working on ``key`` (the engine does this)."""
+    return _CURRENT.set((bus, alias, key))
+
+
+def leave_task(token: Token[tuple[ContextBus, str, str] | None]) -> None:
+    _CURRENT.reset(token)
+
+
+def _current() -> tuple[ContextBus, str, str]:
+    current = _CURRENT.get()
+    if current is None:
+        raise RuntimeError("publish()/read() work only inside a running task")
+    return current
+
+
+def publish(topic: str, data: Any) -> None:
+    """Publish a note from inside a running task, as that task's alias."""
+    bus, alias, key = _current()
+    bus.publish(alias, topic, data, key=key)
+
+
+def read(topic: str | None = None) -> list[dict[str, Any]]:
+    """Notes the running task's alias may read (one topic, or all), redacted, oldest first."""
+    bus, alias, _ = _current()
+    return bus.read(alias, topic)
+
+
+subscribe = read

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .aliases import ResolvedAlias
-from .context import ContextBus, build_context
-from .errors import RunStorageError
+from .context import ContextBus, build_context, enter_task, leave_task
+from .errors import ConfigError, RunStorageError
 from .events import SCHEMA_VERSION, STATUS_KIND, Event, EventBus, utc_now_iso
-from .plan import Plan, PlanTask
+from .plan import Plan, PlanRevision, PlanTask
 from .resume import restore_result
 from .runstore import RunStore
 from .runtimes.base import Reply, Runtime, RuntimeCall, RuntimeFailure
@@ -135,6 +135,13 @@ class Engine:
         for key, node in self.nodes.items():
             for d in node.deps:
                 self.nodes[d].dependants.append(key)
+        self._seq = len(self.nodes)
+        self._alias_workers: dict[str, int] = {}
+        #: --revise-plan: tasks of a later phase are held until the phases before it are revised.
+        self._reviser = plan.reviser
+        self._gate = 0
+        self._held: list[_Node] = []
+        self._revising = False
 
     # -- events ---------------------------------------------------------------------------
     def emit(self, kind: str, node: _Node | None = None, **fields: Any) -> None:
@@ -193,6 +200,8 @@ class Engine:
                   aliases=aliases, maxConcurrency=cap, retries=self._retries,
                   phases=[p.name for p in self.plan.phases], pid=os.getpid(),
                   **({"resumed": len(self._skip)} if self._skip else {}))
+        for note in self.plan.events:  # planner notes (e.g. decomposer_invalid) join the log
+            self.emit(**note)
         started = time.perf_counter()
         connections = sum(min(r.max_parallel_tasks, cap or r.max_parallel_tasks)
                           for r in self.resolved.values())
@@ -210,10 +219,8 @@ class Engine:
             for node in self.nodes.values():
                 if not node.done and node.waiting == 0:
                     self._make_ready(node)
-            for alias, r in self.resolved.items():
-                for _ in range(min(r.max_parallel_tasks, sum(1 for n in self.nodes.values()
-                                                             if n.task.alias == alias))):
-                    self._workers.append(asyncio.create_task(self._worker(alias)))
+            for alias in self.resolved:
+                self._ensure_workers(alias)
             if self._remaining:
                 try:
                     await self._done_event.wait()
@@ -247,12 +254,25 @@ class Engine:
 
     # -- scheduling ---------------------------------------------------------------------------
     def _make_ready(self, node: _Node) -> None:
+        if self._reviser is not None and node.task.phase > self._gate:
+            self._held.append(node)
+            return
         self.emit("task_queued", node, task=node.task.text, dependsOn=list(node.deps),
                   limit=node.resolved.max_parallel_tasks)
         self._queues[node.task.alias].append(node)
         cond = self._wakeups[node.task.alias]
         if cond._waiters:  # type: ignore[attr-defined]  # cheap check before scheduling a notify
             asyncio.get_running_loop().create_task(self._notify(cond))
+
+    def _ensure_workers(self, alias: str) -> None:
+        """One worker per slot of ``alias``, but no more than it has tasks."""
+        if alias not in self._queues:  # an alias added by a plan revision
+            self._queues[alias], self._wakeups[alias] = deque(), asyncio.Condition()
+        want = min(self.resolved[alias].max_parallel_tasks,
+                   sum(1 for n in self.nodes.values() if n.task.alias == alias))
+        for _ in range(want - self._alias_workers.get(alias, 0)):
+            self._workers.append(asyncio.create_task(self._worker(alias)))
+        self._alias_workers[alias] = max(want, self._alias_workers.get(alias, 0))
 
     @staticmethod
     async def _notify(cond: asyncio.Condition) -> None:
@@ -281,6 +301,7 @@ class Engine:
         task = asyncio.current_task()
         assert task is not None
         self._running[node.result.task_id] = task
+        scope = enter_task(self.context_bus, node.task.alias, node.task.key)
         try:
             await self._attempts(node)
         except asyncio.CancelledError:
@@ -291,6 +312,7 @@ class Engine:
                 raise
         finally:
             self._running.pop(node.result.task_id, None)
+            leave_task(scope)
 
     async def _attempts(self, node: _Node) -> None:
         res, opts, r = node.result, self.options, node.resolved
@@ -403,8 +425,88 @@ class Engine:
             dep.waiting -= 1
             if dep.waiting == 0 and self._cancel_reason is None:
                 self._make_ready(dep)
+        if self._reviser is not None:
+            self._maybe_revise()
         if self._remaining <= 0 and self._done_event is not None:
             self._done_event.set()
+
+    # -- plan revision (--revise-plan) ----------------------------------------------------------
+    def _maybe_revise(self) -> None:
+        """Start the reviser once every task up to the current phase has ended."""
+        if self._revising or self._cancel_reason is not None:
+            return
+        pending = [n.task.phase for n in self.nodes.values() if not n.done]
+        if not pending or min(pending) <= self._gate:
+            return
+        self._revising = True  # the task joins the workers so that cancel() stops it too
+        self._workers.append(asyncio.get_running_loop().create_task(self._revise(self._gate)))
+
+    async def _revise(self, phase: int) -> None:
+        assert self._reviser is not None
+        revision = None
+        try:
+            revision = await self._reviser(self, phase)
+        except ConfigError as exc:
+            self.emit("plan_revision_failed", phase=phase, error={
+                "type": type(exc).__name__, "message": "; ".join(exc.problems)})
+        except Exception as exc:  # a reviser bug must not stall the run
+            self.emit("plan_revision_failed", phase=phase, error={
+                "type": type(exc).__name__, "message": str(exc)[:500]})
+        if revision is not None and self._cancel_reason is None:
+            self._apply_revision(phase, revision)
+        self._gate = min((n.task.phase for n in self.nodes.values() if not n.done),
+                         default=self._gate)
+        self._revising = False
+        held, self._held = self._held, []
+        for node in held:
+            if not node.done:
+                self._make_ready(node)  # held again when still beyond the gate
+        self._maybe_revise()
+
+    def _apply_revision(self, phase: int, revision: PlanRevision) -> None:
+        """Swap the not-yet-started tasks for the revision's; log the diff as ``plan_revised``."""
+        new = {t.key: t for t in revision.plan.tasks}
+        edges = revision.plan.edges()
+        pending = {k: n for k, n in self.nodes.items() if not n.done}
+        removed = [k for k in pending if k not in new]
+        changed = [k for k, n in pending.items()
+                   if k in new and (new[k] != n.task or edges[k] != n.deps)]
+        added = [k for k in new if k not in self.nodes]
+        for k in removed + changed:
+            del self.nodes[k]
+        self._held = [n for n in self._held if self.nodes.get(n.task.key) is n]
+        self._remaining += len(added) - len(removed)
+        new_aliases = {new[k].alias for k in changed + added} - set(self.resolved)
+        self.resolved.update(revision.resolved)
+        for k in changed + added:
+            t, r = new[k], self.resolved[new[k].alias]
+            self._seq += 1
+            result = TaskResult(t.alias, r.agent_id, f"{self.run_id}-{self._seq:06d}", k, t.text,
+                                phase=t.phase, _store=self._store)
+            self.nodes[k] = _Node(t, r, result, edges[k])
+        for n in self.nodes.values():
+            n.dependants = []
+        for k, n in self.nodes.items():
+            for d in n.deps:
+                self.nodes[d].dependants.append(k)
+        self.plan = revision.plan
+        self.emit("plan_revised", phase=phase, reason=revision.reason,
+                  added=[new[k].to_dict() for k in added], removed=removed,
+                  changed=[new[k].to_dict() for k in changed], tasks=len(self.nodes),
+                  aliases={a: {"agentId": self.resolved[a].agent_id,
+                               "limit": self.resolved[a].max_parallel_tasks} for a in new_aliases})
+        for alias in dict.fromkeys(new[k].alias for k in changed + added):
+            self._ensure_workers(alias)
+        for k in changed + added:
+            node = self.nodes[k]
+            failed = [d for d in node.deps if self.nodes[d].done and not self.nodes[d].result.ok]
+            if failed and not self.options.continue_on_failure:
+                self._finish(node, "skipped", error={
+                    "type": "DependencyFailed", "message": f"dependency {failed[0]!r} did not complete"})
+                continue
+            node.waiting = sum(1 for d in node.deps if not self.nodes[d].done)
+            if node.waiting == 0:
+                self._make_ready(node)
 
     def _save(self, node: _Node, reply: Reply | None, chunks: list[str] | None) -> None:
         assert self._store is not None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -51,6 +51,13 @@ class Plan:
 
     phases: list[Phase]
     source: str = "plan"
+    #: Events the planner wants in the run's log (e.g. ``decomposer_invalid``); the engine
+    #: emits them right after ``run_started``.
+    events: list[dict[str, Any]] = field(default_factory=list, repr=False, compare=False)
+    #: ``--revise-plan``: ``async reviser(engine, phase_index) -> PlanRevision | None``, called
+    #: when every task of a phase has ended (see ``planner.make_reviser``).
+    reviser: Callable[[Any, int], Awaitable[PlanRevision | None]] | None = field(
+        default=None, repr=False, compare=False)
 
     @property
     def tasks(self) -> list[PlanTask]:
@@ -120,7 +127,11 @@ class Plan:
 
     def edges(self) -> dict[str, tuple[str, ...]]:
         """Effective dependencies of every task (explicit, or the implicit phase rules)."""
-        deps: dict[str, tuple[str, ...]] = {}
+        return dict(self._edge_list())
+
+    def _edge_list(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Like :meth:`edges`, one entry per task even when ids repeat (for validation)."""
+        deps: list[tuple[str, tuple[str, ...]]] = []
         previous: tuple[str, ...] = ()
         for phase in self.phases:
             before: str | None = None
@@ -128,7 +139,7 @@ class Plan:
                 own = previous if t.depends_on is _UNSET else t.depends_on
                 if phase.mode == "sequential" and before is not None and before not in own:
                     own = (*own, before)
-                deps[t.key] = own
+                deps.append((t.key, own))
                 before = t.key
             if phase.tasks:
                 previous = tuple(t.key for t in phase.tasks)
@@ -151,7 +162,7 @@ class Plan:
             except ConfigError as exc:
                 problems.extend(f"{self.source}: {p}" for p in exc.problems)
         deps = self.edges()
-        for key, ds in deps.items():
+        for key, ds in self._edge_list():
             for d in ds:
                 if d == key:
                     problems.append(f"{self.source}: task {key!r} depends on itself")
@@ -164,6 +175,15 @@ class Plan:
         if problems:
             raise PlanError(problems)
         return resolved
+
+
+@dataclass
+class PlanRevision:
+    """A validated revision: the whole new plan (finished phases unchanged) and its aliases."""
+
+    plan: Plan
+    resolved: dict[str, ResolvedAlias]
+    reason: str = ""
 
 
 def parse_task_map_item(t: Mapping[str, Any], where: str, problems: list[str]) -> TaskItem | None:

@@ -193,3 +193,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if run.engine.storage_error:
         print(f"codex-flow: error: run stopped: {run.engine.storage_error}", file=sys.stderr)
     return 0 if result.ok else 1
+
+
+from . import plan_options  # noqa: E402,F401  (registers --route/--goal/--revise-plan)
