@@ -1,0 +1,321 @@
+"""Tidy frames built from the events frame: tasks, per-alias and per-run summaries,
+concurrency over time, and the critical path of a run."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError
+from ..events import TERMINAL_KINDS
+from .load import empty_events
+from .pricing import Pricing, as_pricing
+
+#: Every task status, terminal ones first; ``unfinished`` has no terminal event (a crash).
+STATUSES = ["completed", "failed", "timeout", "cancelled", "skipped", "rejected", "unfinished"]
+TASK_COLUMNS = ["run", "task_id", "key", "alias", "agent", "phase", "task", "depends_on", "status",
+                "ok", "attempts", "retries", "queued", "started", "finished", "queued_ms",
+                "run_ms", "retry_ms", "backoff_ms", "limit", "tokens_in", "tokens_out", "model",
+                "cost", "error_type", "error_message", "summary", "start_seq", "end_seq"]
+_IDS = ["run", "task_id"]
+
+
+def tasks_frame(events: pd.DataFrame, *, pricing: Pricing | str | None = None,
+                with_outputs: bool = False, runs_dir: str | os.PathLike[str] = ".runs",
+                text_width: int = 120) -> pd.DataFrame:
+    """One row per task (``run``, ``task_id``); a task run again after a resume keeps its
+    latest queued/started/terminal events. Times are UTC timestamps, durations in ms.
+
+    ``queued_ms``: waiting for an alias slot (task_queued -> task_started); ``run_ms``: start to
+    end, retries and backoff included; ``retry_ms``: the part before the final attempt.
+    ``with_outputs`` adds ``output`` from ``<runs_dir>/<alias>/<task_id>/output.json``.
+    """
+    ev = events[events["task_id"].notna()]
+    kinds = ev["kind"].astype(str)
+    base = ev.drop_duplicates(_IDS)[[*_IDS, "key", "alias", "agent", "phase"]].set_index(_IDS)
+    queued = _last(ev, kinds == "task_queued", {"ts": "queued", "task": "task",
+                                                "depends_on": "depends_on", "limit": "q_limit"})
+    started = _last(ev, kinds == "task_started", {"ts": "started", "limit": "s_limit",
+                                                  "seq": "start_seq"})
+    term = _last(ev, kinds.isin(list(TERMINAL_KINDS)), {
+        "ts": "finished", "kind": "status", "ok": "ok", "ms": "ms", "attempt": "attempts",
+        "tokens_in": "tokens_in", "tokens_out": "tokens_out", "error_type": "error_type",
+        "error_message": "error_message", "summary": "summary", "seq": "end_seq"})
+    tele = _last(ev, kinds == "telemetry", {"model": "model", "tokens_in": "t_in",
+                                            "tokens_out": "t_out"})
+    out = base.join([queued, started, term, tele], how="left").reset_index()
+    out["status"] = out["status"].astype(object).map(TERMINAL_KINDS).fillna("unfinished")
+    out["status"] = pd.Categorical(out["status"], categories=STATUSES)
+    out["ok"] = out["ok"].astype("boolean").fillna(False)
+    out["limit"] = out["s_limit"].fillna(out["q_limit"]).astype("Int64")
+    out["tokens_in"] = out["tokens_in"].fillna(out["t_in"]).astype("Int64")
+    out["tokens_out"] = out["tokens_out"].fillna(out["t_out"]).astype("Int64")
+    out["queued_ms"] = _ms(out["started"] - out["queued"])
+    out["run_ms"] = out["ms"].astype("float64").fillna(_ms(out["finished"] - out["started"]))
+    _add_retries(out, ev, kinds)
+    out["attempts"] = out["attempts"].astype("Int64").fillna(
+        (out["retries"] + 1).where(out["started"].notna())).astype("Int64")
+    text = out["task"].astype(object).where(out["task"].notna(), None)
+    out["task"] = text.map(lambda s: s if s is None or len(s) <= text_width
+                           else s[:text_width - 1] + "…").astype("str")
+    out["model"] = out["model"].astype("category")
+    out["cost"] = as_pricing(pricing).cost(out["model"], out["tokens_in"], out["tokens_out"])
+    for col in ("run", "alias", "agent", "error_type"):
+        out[col] = out[col].astype("category")
+    out = out[TASK_COLUMNS]
+    if with_outputs:
+        out["output"] = _outputs(out, Path(runs_dir))
+    return out
+
+
+def _last(ev: pd.DataFrame, mask: pd.Series, columns: dict[str, str]) -> pd.DataFrame:
+    sub = ev.loc[mask, [*_IDS, *columns]].drop_duplicates(_IDS, keep="last")
+    return sub.set_index(_IDS).rename(columns=columns)
+
+
+def _ms(delta: pd.Series) -> pd.Series:
+    return delta.dt.total_seconds() * 1000.0
+
+
+def _add_retries(out: pd.DataFrame, ev: pd.DataFrame, kinds: pd.Series) -> None:
+    """``retries``, ``backoff_ms`` and ``retry_ms`` of each task's latest start."""
+    retry = ev.loc[kinds == "task_retry", [*_IDS, "ts", "delay_ms", "seq"]]
+    retry = retry.merge(out[[*_IDS, "start_seq"]], on=_IDS, how="left")
+    retry = retry[retry["seq"] > retry["start_seq"].fillna(-1)]
+    retry = retry.assign(resume=retry["ts"] + pd.to_timedelta(retry["delay_ms"].fillna(0), unit="ms"))
+    agg = retry.groupby(_IDS, observed=True).agg(
+        retries=("seq", "size"), backoff_ms=("delay_ms", "sum"), resume=("resume", "max"))
+    merged = out[_IDS].merge(agg.reset_index(), on=_IDS, how="left").set_axis(out.index)
+    out["retries"] = merged["retries"].fillna(0).astype("int64").to_numpy()
+    out["backoff_ms"] = merged["backoff_ms"].fillna(0.0).to_numpy()
+    retry_ms = _ms(merged["resume"] - out["started"])
+    out["retry_ms"] = retry_ms.clip(lower=0).fillna(0.0).clip(upper=out["run_ms"]).to_numpy()
+
+
+def _outputs(tasks: pd.DataFrame, runs_dir: Path) -> list[Any]:
+    if not runs_dir.is_dir():
+        raise ConfigError(f"{runs_dir}: no run store here (pass runs_dir= where the run wrote it)")
+    values: list[Any] = []
+    for alias, task_id in zip(tasks["alias"].astype(str), tasks["task_id"].astype(str), strict=True):
+        try:
+            doc = json.loads((runs_dir / alias / task_id / "output.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            values.append(None)
+            continue
+        values.append(doc.get("output") if isinstance(doc, dict) else None)
+    return values
+
+
+def _as_tasks(frame: pd.DataFrame) -> pd.DataFrame:
+    return tasks_frame(frame) if "kind" in frame.columns else frame
+
+
+# -- concurrency --------------------------------------------------------------------------------
+def concurrency_frame(tasks: pd.DataFrame, freq: str | None = None, *,
+                      by: str | None = "alias") -> pd.DataFrame:
+    """Running tasks over time, a step function per run and alias (``by=None``: per run).
+
+    Rows are ``run, alias, ts, running, limit``; ``running`` holds from ``ts`` to the next row.
+    Starts and ends are ordered by their position in the log, so a slot handed from one task to
+    the next at the same millisecond is never counted twice. ``freq`` (e.g. ``"100ms"``)
+    resamples to regular bins holding the peak of each bin.
+    """
+    tasks = _as_tasks(tasks)
+    keys = ["run"] + ([by] if by else [])
+    cols = [*keys, "ts", "running", "limit"] if by else [*keys, "ts", "running"]
+    ran = tasks[tasks["started"].notna()]
+    if ran.empty:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in cols})
+    end_ts = ran["finished"].fillna(ran.groupby("run", observed=True)["finished"].transform("max"))
+    has_seq = "start_seq" in ran and ran["start_seq"].notna().all()
+    big = np.iinfo(np.int64).max
+    start_order = ran["start_seq"].astype("int64") if has_seq else pd.Series(1, index=ran.index)
+    end_order = (ran["end_seq"].fillna(big).astype("int64") if has_seq
+                 else pd.Series(0, index=ran.index))
+    steps = pd.concat([
+        pd.DataFrame({**{k: ran[k].astype(str) for k in keys}, "ts": ran["started"],
+                      "order": start_order, "delta": 1}),
+        pd.DataFrame({**{k: ran[k].astype(str) for k in keys}, "ts": end_ts,
+                      "order": end_order, "delta": -1}),
+    ], ignore_index=True)
+    steps = steps[steps["ts"].notna()]
+    sort = ["order", "ts"] if has_seq else ["ts", "order"]
+    steps = steps.sort_values([*keys, *sort], kind="stable", ignore_index=True)
+    steps["running"] = steps.groupby(keys, sort=False)["delta"].cumsum().astype("int64")
+    out = steps[[*keys, "ts", "running"]]
+    if by:
+        limits = tasks.assign(**{k: tasks[k].astype(str) for k in keys}).groupby(keys)["limit"].max()
+        out = out.merge(limits.rename("limit").reset_index(), on=keys, how="left")
+    if freq:
+        out = _resample(out, keys, freq)
+    for k in keys:
+        out[k] = out[k].astype("category")
+    return out.reset_index(drop=True)
+
+
+def _resample(steps: pd.DataFrame, keys: list[str], freq: str) -> pd.DataFrame:
+    parts = []
+    for group, g in steps.groupby(keys, sort=False):
+        s = g.set_index("ts")["running"]
+        peak = s.resample(freq).max()
+        carried = s.resample(freq).last().ffill().shift(1)
+        value = pd.concat([peak, carried], axis=1).max(axis=1).fillna(0).astype("int64")
+        part = value.rename("running").reset_index()
+        for k, v in zip(keys, group if isinstance(group, tuple) else (group,), strict=True):
+            part[k] = v
+        if "limit" in g:
+            part["limit"] = g["limit"].iloc[0]
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)[list(steps.columns)]
+
+
+def _peaks(tasks: pd.DataFrame, by: str | None) -> pd.Series:
+    steps = concurrency_frame(tasks, by=by)
+    keys = ["run"] + ([by] if by else [])
+    if steps.empty:
+        return pd.Series(dtype="int64")
+    return steps.groupby(keys, observed=True)["running"].max()
+
+
+# -- summaries --------------------------------------------------------------------------------
+def alias_summary(tasks: pd.DataFrame) -> pd.DataFrame:
+    """Per alias: task counts by status, success rate, latency of completed tasks (mean, p50,
+    p95, max ms), mean queued ms, retries, tokens, cost and the busiest concurrency seen."""
+    tasks = _as_tasks(tasks)
+    g = tasks.groupby("alias", observed=True)
+    out = pd.DataFrame({"agent": g["agent"].first().astype(str), "limit": g["limit"].max(),
+                        "tasks": g.size()})
+    counts = pd.crosstab(tasks["alias"], tasks["status"]).reindex(columns=STATUSES, fill_value=0)
+    out = out.join(counts.reindex(out.index, fill_value=0))
+    out["success_rate"] = out["completed"] / out["tasks"]
+    done = tasks[tasks["status"] == "completed"].groupby("alias", observed=True)["run_ms"]
+    out["mean_ms"] = done.mean()
+    out["p50_ms"] = done.quantile(0.5)
+    out["p95_ms"] = done.quantile(0.95)
+    out["max_ms"] = done.max()
+    out["mean_queued_ms"] = g["queued_ms"].mean()
+    out["retries"] = g["retries"].sum()
+    out["tokens_in"] = g["tokens_in"].sum(min_count=1)
+    out["tokens_out"] = g["tokens_out"].sum(min_count=1)
+    out["cost"] = g["cost"].sum(min_count=1)
+    peaks = _peaks(tasks, "alias")
+    out["peak_concurrency"] = (peaks.groupby(level="alias", observed=True).max()
+                               if len(peaks) else pd.Series(dtype="int64"))
+    out["peak_concurrency"] = out["peak_concurrency"].fillna(0).astype("int64")
+    out.index = out.index.astype(str)
+    out.columns.name = None
+    return out
+
+
+def run_summary(tasks: pd.DataFrame, events: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per run: makespan, total task time, capacity, parallel efficiency
+    (``task_ms / (makespan_ms x cap)``), peak concurrency, retries and backoff, the critical
+    path's length and its retry share of the makespan, tokens and cost.
+
+    Give the events frame (as ``tasks`` or ``events``) for exact makespans (run_started to
+    run_complete, summed over resumed sessions) and the run's ``maxConcurrency``; ``cap`` is the
+    sum of the aliases' limits, capped by ``maxConcurrency``.
+    """
+    if "kind" in tasks.columns:
+        events, tasks = tasks, tasks_frame(tasks)
+    g = tasks.groupby("run", observed=True)
+    completed = (tasks["status"] == "completed").groupby(tasks["run"], observed=True).sum()
+    out = pd.DataFrame({"started": g["queued"].min().fillna(g["started"].min()),
+                        "finished": g["finished"].max(), "tasks": g.size().astype("int64"),
+                        "completed": completed.astype("int64")})
+    out["failed"] = out["tasks"] - out["completed"]
+    out["sessions"] = 1
+    out["makespan_ms"] = _ms(out["finished"] - out["started"])
+    max_conc = pd.Series(np.nan, index=out.index)
+    if events is not None and len(events):
+        spans = _sessions(events)
+        out["started"] = spans.groupby("run", observed=True)["start"].min().reindex(out.index)
+        out["finished"] = spans.groupby("run", observed=True)["end"].max().reindex(out.index)
+        out["sessions"] = spans.groupby("run", observed=True).size().reindex(out.index)
+        out["makespan_ms"] = spans.groupby("run", observed=True)["ms"].sum().reindex(out.index)
+        rs = events[events["kind"] == "run_started"].groupby("run", observed=True)["max_concurrency"]
+        max_conc = rs.last().reindex(out.index).astype("float64")
+    out["task_ms"] = g["run_ms"].sum()
+    limits = tasks.groupby(["run", "alias"], observed=True)["limit"].max()
+    cap = limits.groupby(level="run", observed=True).sum(min_count=1).astype("float64")
+    out["cap"] = np.fmin(cap.reindex(out.index), max_conc.fillna(np.inf)).replace(np.inf, np.nan)
+    out["efficiency"] = out["task_ms"] / (out["makespan_ms"] * out["cap"])
+    peaks = _peaks(tasks, None)
+    out["peak_concurrency"] = peaks.reindex(out.index).fillna(0).astype("int64")
+    out["retries"] = g["retries"].sum()
+    out["backoff_ms"] = g["backoff_ms"].sum()
+    out["retry_ms"] = g["retry_ms"].sum()
+    crit = critical_path(tasks, events)
+    cg = crit.groupby("run", observed=True) if len(crit) else None
+    out["critical_path"] = (cg["key"].agg(lambda k: " -> ".join(k)) if cg is not None
+                            else pd.Series(dtype=object))
+    out["critical_retry_ms"] = cg["retry_ms"].sum() if cg is not None else 0.0
+    out["critical_retry_ms"] = out["critical_retry_ms"].fillna(0.0)
+    out["retry_share"] = out["critical_retry_ms"] / out["makespan_ms"]
+    out["tokens_in"] = g["tokens_in"].sum(min_count=1)
+    out["tokens_out"] = g["tokens_out"].sum(min_count=1)
+    out["cost"] = g["cost"].sum(min_count=1)
+    out.index = out.index.astype(str)
+    return out.sort_values("started")
+
+
+def _sessions(events: pd.DataFrame) -> pd.DataFrame:
+    """Start, end and length of each session of each run (a resume starts a new session)."""
+    ev = events[events["run"].notna()][["run", "kind", "ts"]]
+    session = (ev["kind"] == "run_started").astype("int64").groupby(ev["run"], observed=True).cumsum()
+    spans = ev.groupby([ev["run"], session.rename("session")], observed=True)["ts"].agg(["min", "max"])
+    spans.columns = ["start", "end"]
+    spans["ms"] = _ms(spans["end"] - spans["start"])
+    return spans.reset_index()
+
+
+# -- critical path -------------------------------------------------------------------------------
+def critical_path(tasks: pd.DataFrame, events: pd.DataFrame | None = None,
+                  run: str | None = None) -> pd.DataFrame:
+    """The chain of tasks through ``dependsOn`` that ended last: from the last task to finish,
+    repeatedly the dependency that finished last. One row per step, first task first, with
+    ``offset_ms`` from the run's start (its first event when ``events`` is given) to the
+    step's start, ``gap_ms`` from the previous step's end to this start, and the step's times.
+    """
+    if "kind" in tasks.columns:
+        events, tasks = tasks, tasks_frame(tasks)
+    if run is not None:
+        tasks = tasks[tasks["run"].astype(str) == run]
+    run_start = (events.groupby("run", observed=True)["ts"].min()
+                 if events is not None and len(events) else None)
+    rows = []
+    for run_id, group in tasks[tasks["finished"].notna()].groupby("run", observed=True):
+        by_key = group.set_index("key")
+        by_key = by_key[~by_key.index.duplicated(keep="last")]
+        order = by_key.sort_values(["finished", "end_seq"], na_position="first")
+        chain = [order.index[-1]]
+        while True:
+            deps = [d for d in str(by_key.at[chain[-1], "depends_on"] or "").split(",")
+                    if d and d in by_key.index and d not in chain]
+            if not deps:
+                break
+            chain.append(max(deps, key=lambda d: (by_key.at[d, "finished"],
+                                                  by_key.at[d, "end_seq"])))
+        steps = by_key.loc[chain[::-1]].reset_index()
+        start = run_start.get(run_id) if run_start is not None else None
+        if start is None or pd.isna(start):
+            start = group["queued"].min() if group["queued"].notna().any() else group["started"].min()
+        steps.insert(0, "step", range(1, len(steps) + 1))
+        steps["offset_ms"] = _ms(steps["started"] - start)
+        steps["gap_ms"] = _ms(steps["started"] - steps["finished"].shift(1))
+        rows.append(steps)
+    cols = ["run", "step", "key", "alias", "status", "queued", "started", "finished", "queued_ms",
+            "run_ms", "retry_ms", "offset_ms", "gap_ms", "task_id"]
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in cols})
+    return pd.concat(rows, ignore_index=True)[cols]
+
+
+def empty_tasks() -> pd.DataFrame:
+    """A tasks frame with no rows (for code that wants the columns)."""
+    return tasks_frame(empty_events())

@@ -1,0 +1,364 @@
+"""Read ``events.jsonl`` (and logs of the Node ``codex-flow`` tool) into one typed DataFrame.
+
+The fast path hands the whole file to ``pyarrow.json`` with an explicit schema. A file that
+pyarrow cannot take (a torn or bad line, bytes that are not UTF-8, a field of the wrong type) is
+read again line by line: bad lines are skipped and reported in a warning (count and line
+numbers) and in ``df.attrs["bad_lines"]``; loading never fails because of the log's content.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from ..errors import ConfigError
+
+#: Fields read from each line (JSON name, Arrow type). Other fields are ignored.
+USAGE_TYPE = pa.struct([("tokensIn", pa.int64()), ("tokensOut", pa.int64())])
+ERROR_TYPE = pa.struct([("type", pa.string()), ("message", pa.string()), ("status", pa.int64())])
+SCHEMA = pa.schema([
+    ("v", pa.int64()), ("ts", pa.timestamp("us", tz="UTC")), ("kind", pa.string()),
+    ("runId", pa.string()), ("alias", pa.string()), ("agentId", pa.string()),
+    ("taskId", pa.string()), ("key", pa.string()), ("phase", pa.int64()),
+    ("attempt", pa.int64()), ("ok", pa.bool_()), ("ms", pa.float64()), ("usage", USAGE_TYPE),
+    ("model", pa.string()), ("error", ERROR_TYPE), ("delayMs", pa.float64()),
+    ("limit", pa.int64()), ("task", pa.string()), ("dependsOn", pa.list_(pa.string())),
+    ("summary", pa.string()), ("runtime", pa.string()), ("maxConcurrency", pa.int64()),
+    ("cancelled", pa.string()),
+])
+
+#: Output column for each JSON field (struct fields are flattened separately).
+RENAME = {"runId": "run", "agentId": "agent", "taskId": "task_id", "delayMs": "delay_ms",
+          "dependsOn": "depends_on", "maxConcurrency": "max_concurrency"}
+CATEGORIES = ("kind", "run", "alias", "agent", "model", "error_type", "runtime", "source")
+#: Column order of the frame ``load_events`` returns.
+COLUMNS = ["ts", "kind", "run", "alias", "agent", "task_id", "key", "phase", "attempt", "ok",
+           "ms", "tokens_in", "tokens_out", "model", "error_type", "error_message",
+           "error_status", "delay_ms", "limit", "task", "depends_on", "summary", "runtime",
+           "max_concurrency", "cancelled", "v", "source"]
+
+BLOCK_SIZE = 4 << 20  # measured best on the 1M-event benchmark (1 MiB: 2.3 s, 4 MiB: 1.5 s)
+_PARSE = pj.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="ignore")
+_MAX_LISTED = 20
+
+
+class EventLogWarning(UserWarning):
+    """Lines of an event log were skipped or fields dropped while loading."""
+
+
+def load_events(path_or_paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+                runs: str | Iterable[str] | None = None,
+                since: datetime | str | pd.Timestamp | timedelta | None = None) -> pd.DataFrame:
+    """One row per event, in log order, with typed columns.
+
+    ``path_or_paths``: a log file, a folder (its ``*.jsonl`` files) or a list of them.
+    ``runs``: keep only these run ids. ``since``: keep events at or after this time (a datetime,
+    an ISO string, or a timedelta / ``"2h"`` meaning that long ago).
+    """
+    files = _files(path_or_paths)
+    run_set = [runs] if isinstance(runs, str) else (list(runs) if runs is not None else None)
+    since_ts = _since(since)
+    tables: list[pa.Table] = []
+    bad_lines: list[dict[str, Any]] = []
+    for path in files:
+        table, bad = _read_file(path)
+        bad_lines.extend({"file": str(path), "line": n, "reason": why} for n, why in bad)
+        if bad:
+            _warn_bad(path, bad)
+        table = table.append_column("source", pa.DictionaryArray.from_arrays(
+            pa.array(np.zeros(table.num_rows, dtype=np.int32)), pa.array([path.name])))
+        if run_set is not None:
+            table = table.filter(pc.is_in(table.column("runId"), value_set=pa.array(run_set)))
+        if since_ts is not None:
+            table = table.filter(pc.greater_equal(table.column("ts"), pa.scalar(since_ts)))
+        tables.append(table)
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    frame = _to_frame(table)
+    if len(files) > 1:  # several files: one timeline, file order then line order on ties
+        frame = frame.sort_values("ts", kind="stable", ignore_index=True)
+    frame["seq"] = np.arange(len(frame), dtype=np.int64)
+    frame.attrs["bad_lines"] = bad_lines
+    frame.attrs["files"] = [str(p) for p in files]
+    return frame
+
+
+def empty_events() -> pd.DataFrame:
+    """An events frame with no rows and every column typed."""
+    table = SCHEMA.empty_table()
+    table = table.append_column("source", pa.array([], pa.dictionary(pa.int32(), pa.string())))
+    frame = _to_frame(table)
+    frame["seq"] = np.zeros(0, dtype=np.int64)
+    return frame
+
+
+# -- files ---------------------------------------------------------------------------------
+def _files(spec: Any) -> list[Path]:
+    items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
+    if not items:
+        raise ConfigError("load_events: no log file given")
+    files: list[Path] = []
+    problems: list[str] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(path.glob("*.jsonl"))
+            if not found:
+                problems.append(f"{path}: folder holds no *.jsonl event log")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(f"{path}: no such event log (run something first, or pass --log-file)")
+    if problems:
+        raise ConfigError(problems)
+    return files
+
+
+def _since(since: Any) -> pd.Timestamp | None:
+    if since is None:
+        return None
+    if isinstance(since, timedelta):
+        return pd.Timestamp.now(tz="UTC") - pd.Timedelta(since)
+    if isinstance(since, str):
+        try:
+            return _utc(pd.Timestamp(since))
+        except ValueError:
+            try:
+                return pd.Timestamp.now(tz="UTC") - pd.Timedelta(since)
+            except ValueError:
+                raise ConfigError(f"since: {since!r} is neither a time (ISO-8601) nor a "
+                                  f"duration like '2h'") from None
+    return _utc(pd.Timestamp(since))
+
+
+def _utc(ts: pd.Timestamp) -> pd.Timestamp:
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _warn_bad(path: Path, bad: list[tuple[int, str]]) -> None:
+    listed = ", ".join(str(n) for n, _ in bad[:_MAX_LISTED]) + (" ..." if len(bad) > _MAX_LISTED else "")
+    warnings.warn(f"{path}: skipped {len(bad)} bad line(s): {listed} (first: {bad[0][1]})",
+                  EventLogWarning, stacklevel=3)
+
+
+# -- reading one file --------------------------------------------------------------------------
+def _read_file(path: Path) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """The file as a table in ``SCHEMA``, plus ``(line, reason)`` for each skipped line."""
+    if path.stat().st_size == 0:
+        return SCHEMA.empty_table(), []
+    if _is_node_log(path):
+        return _scan(path.read_bytes(), node_name=path.name)
+    try:
+        return _fast(path), []
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        pass
+    data = path.read_bytes()
+    # The usual damage is a torn last line (a crash mid-write): drop it and stay on the fast path.
+    cut = data.rfind(b"\n", 0, len(data) - 1) + 1
+    if cut > 0 and not _parses(data[cut:]):
+        try:
+            return _fast(io.BytesIO(data[:cut])), [(data.count(b"\n", 0, cut) + 1, _reason(data[cut:]))]
+        except (pa.ArrowInvalid, UnicodeDecodeError):
+            pass
+    return _scan(data)
+
+
+def _fast(source: Any) -> pa.Table:
+    table = pj.read_json(source, read_options=pj.ReadOptions(block_size=BLOCK_SIZE),
+                         parse_options=_PARSE)
+    table.validate(full=True)  # pyarrow does not check UTF-8 while parsing
+    return table
+
+
+def _parses(raw: bytes) -> bool:
+    try:
+        return isinstance(json.loads(raw), dict)
+    except ValueError:
+        return False
+
+
+def _reason(raw: bytes) -> str:
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "not UTF-8"
+    except ValueError as exc:
+        return f"not JSON ({exc.msg})"
+    return f"not a JSON object ({type(obj).__name__})"
+
+
+def _is_node_log(path: Path) -> bool:
+    """Node ``codex-flow`` logs have no schema version and no run id."""
+    with open(path, "rb") as fh:
+        for raw in fh:
+            if raw.strip():
+                try:
+                    obj = json.loads(raw)
+                except ValueError:
+                    return False
+                return isinstance(obj, dict) and "v" not in obj and "runId" not in obj
+    return False
+
+
+# -- line-by-line scan (damaged logs, Node logs) --------------------------------------------------
+_SALVAGE = b'{"v":'
+
+
+def _scan(data: bytes, node_name: str | None = None) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """Parse line by line; skip what cannot be used; coerce fields to ``SCHEMA`` types."""
+    rows: list[dict[str, Any]] = []
+    bad: list[tuple[int, str]] = []
+    dropped: dict[str, int] = {}
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except ValueError:
+            obj = None
+            # A torn line followed by a later append shares one line: keep the later event.
+            at = raw.rfind(_SALVAGE)
+            if at > 0 and _parses(raw[at:]):
+                obj = json.loads(raw[at:])
+            bad.append((number, _reason(raw) + (", event after it kept" if obj else "")))
+            if obj is None:
+                continue
+        if not isinstance(obj, dict):
+            bad.append((number, f"not a JSON object ({type(obj).__name__})"))
+            continue
+        if node_name is not None:
+            obj = _from_node(obj, node_name)
+        row, why = _coerce_row(obj, dropped)
+        if row is None:
+            bad.append((number, why))
+        else:
+            rows.append(row)
+    if dropped:
+        warnings.warn("fields of an unexpected type were left empty: " + ", ".join(
+            f"{name} ({count} line(s))" for name, count in sorted(dropped.items())),
+            EventLogWarning, stacklevel=4)
+    columns = {f.name: pa.array([r.get(f.name) for r in rows], type=f.type) for f in SCHEMA}
+    return pa.table(columns, schema=SCHEMA), bad
+
+
+def _from_node(obj: dict[str, Any], name: str) -> dict[str, Any]:
+    """Map a Node-tool event onto the engine's fields (one synthetic run per file)."""
+    out = dict(obj)
+    out["runId"] = f"node:{name}"
+    if out.get("key") is None:
+        out["key"] = out.get("taskId")
+    if "engine" in out and out.get("runtime") is None:
+        out["runtime"] = out["engine"]
+    if out.get("kind") == "task_complete" and out.get("ok") is False:
+        out["kind"] = "task_failed"
+    if out.get("usage") is None and ("tokensIn" in out or "tokensOut" in out):
+        out["usage"] = {"tokensIn": out.get("tokensIn"), "tokensOut": out.get("tokensOut")}
+    if isinstance(out.get("error"), str):
+        out["error"] = {"type": "Error", "message": out["error"]}
+    return out
+
+
+def _coerce_row(obj: dict[str, Any], dropped: dict[str, int]) -> tuple[dict[str, Any] | None, str]:
+    ts = _coerce_ts(obj.get("ts"))
+    if ts is None:
+        return None, "no usable 'ts'"
+    if not isinstance(obj.get("kind"), str):
+        return None, "no 'kind'"
+    row: dict[str, Any] = {"ts": ts}
+    for f in SCHEMA:
+        if f.name == "ts" or obj.get(f.name) is None:
+            continue
+        value = _coerce(obj[f.name], f.type)
+        if value is _BAD:
+            dropped[f.name] = dropped.get(f.name, 0) + 1
+        else:
+            row[f.name] = value
+    return row, ""
+
+
+_BAD = object()
+
+
+def _coerce(value: Any, typ: pa.DataType) -> Any:
+    if pa.types.is_string(typ):
+        return value if isinstance(value, str) else _BAD
+    if pa.types.is_boolean(typ):
+        return value if isinstance(value, bool) else _BAD
+    if pa.types.is_integer(typ):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value if isinstance(value, int) and not isinstance(value, bool) else _BAD
+    if pa.types.is_floating(typ):
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else _BAD
+    if pa.types.is_list(typ):
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            return _BAD
+        return value
+    if pa.types.is_struct(typ):
+        if not isinstance(value, dict):
+            return _BAD
+        out = {}
+        for child in typ:
+            v = value.get(child.name)
+            c = _coerce(v, child.type) if v is not None else None
+            out[child.name] = None if c is _BAD else c
+        return out
+    return _BAD
+
+
+def _coerce_ts(value: Any) -> datetime | None:
+    if isinstance(value, str):
+        try:
+            ts = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = value / 1000 if value > 1e11 else value  # epoch milliseconds or seconds
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
+
+
+# -- Arrow table -> pandas --------------------------------------------------------------------------
+_PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+
+
+def _to_frame(table: pa.Table) -> pd.DataFrame:
+    cols: dict[str, pa.ChunkedArray] = {}
+    for name in table.column_names:
+        col = table.column(name)
+        if name == "usage":
+            cols["tokens_in"] = pc.struct_field(col, [0])
+            cols["tokens_out"] = pc.struct_field(col, [1])
+        elif name == "error":
+            cols["error_type"] = pc.struct_field(col, [0])
+            cols["error_message"] = pc.struct_field(col, [1])
+            cols["error_status"] = pc.struct_field(col, [2])
+        elif name == "dependsOn":
+            cols["depends_on"] = pc.binary_join(col, ",")
+        else:
+            cols[RENAME.get(name, name)] = col
+    for name in CATEGORIES:
+        if not pa.types.is_dictionary(cols[name].type):
+            cols[name] = cols[name].dictionary_encode()
+    out = pa.table({name: cols[name] for name in COLUMNS})
+    frame = out.to_pandas(types_mapper=_PANDAS_TYPES.get)
+    for name in CATEGORIES:  # unify categories across files (concat keeps one dictionary per chunk)
+        if not isinstance(frame[name].dtype, pd.CategoricalDtype):
+            frame[name] = frame[name].astype("category")
+    return frame

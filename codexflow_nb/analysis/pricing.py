@@ -1,0 +1,148 @@
+"""Token prices (USD per 1K tokens) and the cost of usage; ``reprice`` for "what if" questions.
+
+The shipped table is ``codexflow_nb/data/pricing.yaml``; a user file (argument or
+``$CODEXFLOW_PRICING``) is merged over it. Unknown models cost NaN, never 0.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from ..aliases import deep_merge
+from ..errors import ConfigError
+
+DEFAULT_PRICING = Path(__file__).resolve().parent.parent / "data" / "pricing.yaml"
+ENV_VAR = "CODEXFLOW_PRICING"
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per 1,000 input and output tokens of one model."""
+
+    provider: str
+    model: str
+    input: float
+    output: float
+    note: str = ""
+
+    def cost(self, tokens_in: float, tokens_out: float) -> float:
+        return tokens_in / 1000 * self.input + tokens_out / 1000 * self.output
+
+
+class Pricing:
+    """A price table. ``lookup`` accepts ``provider/model``, a bare model name, or a dated or
+    tagged variant of a listed name (``gpt-4o-2024-08-06`` uses ``gpt-4o``)."""
+
+    def __init__(self, prices: list[Price], source: str = "") -> None:
+        self.prices = prices
+        self.source = source
+        self._by_name: dict[str, Price] = {}
+        for p in prices:
+            self._by_name[f"{p.provider}/{p.model}"] = p
+            self._by_name.setdefault(p.model, p)
+        self._bare = sorted({p.model for p in prices}, key=len, reverse=True)
+
+    def lookup(self, model: str | None) -> Price | None:
+        if not model or not isinstance(model, str):
+            return None
+        if model in self._by_name:
+            return self._by_name[model]
+        name = model.split("/", 1)[1] if "/" in model else model
+        for bare in self._bare:  # longest first
+            if name == bare or (name.startswith(bare) and name[len(bare)] in "-:@."):
+                return self._by_name[bare]
+        return None
+
+    def cost(self, models: pd.Series, tokens_in: pd.Series, tokens_out: pd.Series) -> pd.Series:
+        """Cost per row; NaN where the model is unknown or usage is missing."""
+        prices = {m: self.lookup(m) for m in pd.unique(models.dropna().astype(str))}
+        unit_in = models.astype(object).map(lambda m: prices[m].input if prices.get(m) else math.nan)
+        unit_out = models.astype(object).map(lambda m: prices[m].output if prices.get(m) else math.nan)
+        tin = pd.to_numeric(tokens_in, errors="coerce").astype("float64")
+        tout = pd.to_numeric(tokens_out, errors="coerce").astype("float64")
+        return (tin / 1000 * unit_in.astype("float64") + tout / 1000 * unit_out.astype("float64")
+                ).rename("cost")
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([p.__dict__ for p in self.prices])
+
+
+def load_pricing(path: str | os.PathLike[str] | None = None) -> Pricing:
+    """The shipped table, with ``path`` (or ``$CODEXFLOW_PRICING``) merged over it."""
+    data = _read(DEFAULT_PRICING)
+    source = str(DEFAULT_PRICING)
+    user = path if path is not None else os.environ.get(ENV_VAR) or None
+    if user is not None:
+        data = deep_merge(data, _read(Path(user)))
+        source = f"{DEFAULT_PRICING} + {user}"
+    return Pricing(_parse(data, source), source)
+
+
+def as_pricing(pricing: Pricing | str | os.PathLike[str] | None) -> Pricing:
+    return pricing if isinstance(pricing, Pricing) else load_pricing(pricing)
+
+
+def reprice(tasks: pd.DataFrame, model: str, pricing: Pricing | str | None = None) -> pd.DataFrame:
+    """A copy of ``tasks`` costed as if the same usage had gone to ``model``: ``cost`` is
+    recomputed, ``model`` set, and the original cost kept as ``cost_before``."""
+    table = as_pricing(pricing)
+    if table.lookup(model) is None:
+        known = ", ".join(sorted({f"{p.provider}/{p.model}" for p in table.prices}))
+        raise ConfigError(f"reprice: no price for model {model!r} in {table.source} "
+                          f"(known: {known}); add it to a pricing file")
+    out = tasks.copy()
+    out["cost_before"] = tasks.get("cost", math.nan)
+    out["model"] = pd.Series(model, index=out.index, dtype="category")
+    out["cost"] = table.cost(out["model"], out["tokens_in"], out["tokens_out"])
+    return out
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the pricing file: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a pricing file is a mapping with 'providers'")
+    return data
+
+
+def _parse(data: dict[str, Any], source: str) -> list[Price]:
+    problems: list[str] = []
+    per = data.get("per_tokens", 1000)
+    if per != 1000:
+        problems.append(f"{source}: per_tokens: only 1000 is supported, got {per!r}")
+    providers = data.get("providers")
+    if not isinstance(providers, dict):
+        raise ConfigError(f"{source}: providers: expected a mapping of provider -> model -> prices")
+    prices: list[Price] = []
+    for provider, models in providers.items():
+        if not isinstance(models, dict):
+            problems.append(f"{source}: providers.{provider}: expected a mapping of model -> prices")
+            continue
+        for model, entry in models.items():
+            where = f"{source}: providers.{provider}.{model}"
+            if not isinstance(entry, dict):
+                problems.append(f"{where}: expected {{input: USD, output: USD}} per 1K tokens")
+                continue
+            values = []
+            for field in ("input", "output"):
+                v = entry.get(field)
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                    problems.append(f"{where}.{field}: expected a number >= 0 (USD per 1K tokens), "
+                                    f"got {v!r}")
+                values.append(float(v) if isinstance(v, (int, float)) else math.nan)
+            prices.append(Price(str(provider), str(model), values[0], values[1],
+                                str(entry.get("note") or "")))
+    if problems:
+        raise ConfigError(problems)
+    return prices

@@ -1,0 +1,181 @@
+"""``codex-flow report``: summarise runs from the event log; write HTML, CSV and OTLP/JSON.
+
+pandas, pyarrow and plotly load only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="summarise runs from the event log (tables, HTML, CSV, OTLP)")
+    p.add_argument("--log-file", default="data/logs/events.jsonl", help="event log (or a folder of them)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--run", metavar="ID", help="report this run")
+    which.add_argument("--last", action="store_true", help="report the latest run (default)")
+    which.add_argument("--all", action="store_true", help="report every run in the log")
+    p.add_argument("--html", metavar="OUT.html", help="write a standalone HTML report with charts")
+    p.add_argument("--csv", metavar="DIR", help="write tasks, aliases, runs, concurrency and "
+                                                "critical-path CSVs to DIR")
+    p.add_argument("--otlp-json", metavar="OUT", help="write the runs as OpenTelemetry spans (OTLP/JSON)")
+    p.add_argument("--pricing", metavar="FILE", help="prices merged over the shipped table "
+                                                     "(default $CODEXFLOW_PRICING)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    try:
+        from .. import analysis
+    except ImportError as exc:
+        raise ConfigError(f"codex-flow report needs the analysis extra: pip install "
+                          f"'codexflow-nb[analysis]' ({exc})") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", analysis.EventLogWarning)
+        events = analysis.load_events(args.log_file)
+    for w in caught:
+        print(f"codex-flow: warning: {w.message}", file=sys.stderr)
+    events = _select(events, args)
+    pricing = analysis.load_pricing(args.pricing)
+    tasks = analysis.tasks_frame(events, pricing=pricing)
+    aliases = analysis.alias_summary(tasks)
+    runs = analysis.run_summary(tasks, events)
+    crit = analysis.critical_path(tasks, events)
+    print(summary_text(runs, aliases))
+    if args.csv:
+        out = Path(args.csv)
+        _mkdir(out)
+        frames = {"tasks": tasks, "aliases": aliases, "runs": runs, "critical_path": crit,
+                  "concurrency": analysis.concurrency_frame(tasks)}
+        for name, frame in frames.items():
+            frame.to_csv(out / f"{name}.csv", index=name in ("aliases", "runs"))
+        print(f"csv: {', '.join(str(out / f'{n}.csv') for n in frames)}")
+    if args.otlp_json:
+        _write(Path(args.otlp_json), json.dumps(analysis.to_otel(events, pricing=pricing)))
+        print(f"otlp: {args.otlp_json} ({len(runs)} trace(s), {len(tasks) + len(runs)} spans)")
+    if args.html:
+        _write(Path(args.html), html_report(tasks, aliases, runs, crit, args.log_file))
+        print(f"html: {args.html}")
+    return 0
+
+
+def _select(events: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
+    runs = events.loc[events["run"].notna()].groupby("run", observed=True)["ts"].min().sort_values()
+    if runs.empty:
+        raise ConfigError(f"{args.log_file}: no runs in the event log")
+    if args.all:
+        return events
+    if args.run:
+        if args.run not in runs.index:
+            recent = ", ".join(str(r) for r in runs.index[-5:][::-1])
+            raise ConfigError(f"{args.log_file}: no run {args.run!r} (latest: {recent})")
+        chosen = args.run
+    else:
+        chosen = runs.index[-1]
+    picked = events[events["run"] == chosen].copy()
+    for col in ("run", "alias", "agent", "kind", "model"):
+        picked[col] = picked[col].cat.remove_unused_categories()
+    return picked
+
+
+def _mkdir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot create the folder: {exc.strerror or exc}") from None
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        if path.parent != Path():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
+def _num(v: Any, fmt: str = "{:.0f}") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is getattr(v, "NA", object()):
+        return "-"
+    try:
+        return fmt.format(v)
+    except (TypeError, ValueError):
+        return "-"
+
+
+def summary_text(runs: pd.DataFrame, aliases: pd.DataFrame) -> str:
+    """The terminal report: one block per run, then the per-alias table."""
+    lines = []
+    for run_id, r in runs.iterrows():
+        lines.append(f"Run {run_id}: {r['tasks']} tasks, {r['completed']} completed, "
+                     f"{r['failed']} not completed, {r['sessions']} session(s)")
+        lines.append(f"  makespan {_num(r['makespan_ms'])} ms · task time {_num(r['task_ms'])} ms · "
+                     f"cap {_num(r['cap'])} · efficiency {_num(r['efficiency'], '{:.0%}')} · "
+                     f"peak {r['peak_concurrency']}")
+        lines.append(f"  retries {r['retries']} · backoff {_num(r['backoff_ms'])} ms · retries on "
+                     f"the critical path {_num(r['retry_share'], '{:.0%}')} of the makespan · "
+                     f"cost {_num(r['cost'], '${:.4f}')}")
+        lines.append(f"  critical path: {r['critical_path'] if isinstance(r['critical_path'], str) else '-'}")
+    header = ["alias", "agent", "limit", "tasks", "done", "failed", "ok%", "mean ms", "p95 ms",
+              "queued ms", "peak", "tokens in", "tokens out", "cost $"]
+    rows = [[str(a), str(s["agent"]), _num(s["limit"]), str(s["tasks"]), str(s["completed"]),
+             str(s["tasks"] - s["completed"]), _num(s["success_rate"], "{:.0%}"),
+             _num(s["mean_ms"], "{:.1f}"), _num(s["p95_ms"], "{:.1f}"),
+             _num(s["mean_queued_ms"], "{:.1f}"), str(s["peak_concurrency"]), _num(s["tokens_in"]),
+             _num(s["tokens_out"]), _num(s["cost"], "{:.4f}")] for a, s in aliases.iterrows()]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(header)]
+    lines.append("")
+    lines.append("  ".join(h.ljust(w) if i < 2 else h.rjust(w)
+                           for i, (h, w) in enumerate(zip(header, widths, strict=True))))
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+    return "\n".join(lines)
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}
+th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f4f4f4}
+td:first-child,th:first-child{text-align:left}.wide{overflow-x:auto}"""
+
+
+def html_report(tasks: pd.DataFrame, aliases: pd.DataFrame, runs: pd.DataFrame,
+                crit: pd.DataFrame, source: str) -> str:
+    """A single HTML file: summary tables and the four charts, plotly.js embedded (offline)."""
+    from .. import charts
+
+    figures = [charts.timeline(tasks), charts.concurrency(tasks), charts.latency(tasks),
+               charts.usage(tasks)]
+    parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0), default_height="480px")
+             for i, fig in enumerate(figures)]
+    run_cols = ["started", "tasks", "completed", "failed", "sessions", "makespan_ms", "task_ms",
+                "cap", "efficiency", "peak_concurrency", "retries", "backoff_ms",
+                "critical_path", "retry_share", "tokens_in", "tokens_out", "cost"]
+    crit_cols = ["run", "step", "key", "alias", "status", "offset_ms", "gap_ms", "queued_ms",
+                 "run_ms", "retry_ms"]
+
+    def table(frame: pd.DataFrame, index: bool = True) -> str:
+        html = frame.to_html(index=index, na_rep="–", float_format=lambda v: f"{v:,.3g}"
+                             if abs(v) < 1 else f"{v:,.1f}", border=0)
+        return f'<div class="wide">{html}</div>'
+
+    body = [f"<h1>codex-flow report</h1><p>log: {escape(str(source))} · {len(runs)} run(s) · "
+            f"{len(tasks)} task(s)</p>",
+            "<h2>Runs</h2>", table(runs[run_cols]),
+            "<h2>Aliases</h2>", table(aliases),
+            "<h2>Critical path</h2>", table(crit[crit_cols], index=False),
+            "<h2>Charts</h2>", *parts]
+    return ("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>codex-flow report</title>"
+            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
