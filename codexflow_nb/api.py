@@ -165,11 +165,13 @@ def prepare_run(tasks: Any = None, *, plan: Plan | Mapping[str, Any] | str | Non
                 runtime: str | Runtime = "stub", registry: Registry | None = None,
                 agents_dir: str | Path | None = None,
                 on_event: Callable[[Event], None] | None = None, resume: str | None = None,
-                **options: Any) -> Run:
+                executor: str = "local", dask_address: Any = None, **options: Any) -> Run:
     """Validate everything and build a :class:`Run` without starting it.
 
     ``options`` are :class:`RunOptions` fields plus runtime settings (``latency_ms``, ``url``,
-    ``api_key``, ``provider``, ...). Raises ConfigError before anything is written.
+    ``api_key``, ``provider``, ...). ``executor="dask"`` runs each runtime call on a Dask
+    cluster (``dask_address``: an address, a ``distributed.Client``, or None for a local one).
+    Raises ConfigError before anything is written.
     """
     unknown = set(options) - _OPTION_NAMES - _RUNTIME_OPTION_NAMES
     if unknown:
@@ -195,7 +197,10 @@ def prepare_run(tasks: Any = None, *, plan: Plan | Mapping[str, Any] | str | Non
     resolved = the_plan.validate(registry, alias_map)
     run_opts = RunOptions(**{k: v for k, v in options.items() if k in _OPTION_NAMES})
     rt_opts = {k: v for k, v in options.items() if k in _RUNTIME_OPTION_NAMES}
-    rt = make_runtime(runtime, stream=run_opts.stream, **rt_opts)
+    from .executors import executor_runtime
+
+    rt = (executor_runtime(executor, runtime, rt_opts, run_opts, dask_address)
+          or make_runtime(runtime, stream=run_opts.stream, **rt_opts))
     run_opts.runtime_name = rt.name
     skip: set[str] | None = None
     run_id = None

@@ -42,6 +42,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="run dependants of failed tasks instead of skipping them")
     ex.add_argument("--strict-tools", action="store_true",
                     help="reject tasks that ask for tools their agent may not use")
+    ex.add_argument("--executor", choices=["local", "dask"], default="local",
+                    help="where runtime calls run: this process, or a Dask cluster (extra: dask)")
+    ex.add_argument("--dask-address", metavar="tcp://HOST:PORT",
+                    help="Dask scheduler to use (default: start a local cluster)")
     out = p.add_argument_group("output")
     out.add_argument("--plan", dest="show_plan", action=argparse.BooleanOptionalAction, default=True,
                      help="show the plan first (default on)")
@@ -173,6 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run = prepare_run(
         tasks, plan=plan, aliases=args.aliases, runtime=args.runtime, agents_dir=args.agents_dir,
         on_event=view, resume=args.resume, max_concurrency=args.max_concurrency,
+        executor=args.executor, dask_address=args.dask_address,
         timeout_ms=args.timeout_ms, retries=args.retries, stream=args.stream,
         continue_on_failure=args.continue_on_failure, strict_tools=args.strict_tools,
         log_file=None if dry else args.log_file, runs_dir=None if dry else args.runs_dir,
