@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, UnknownAgentError
 from .registry import AgentDef, Registry, read_yaml_file
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -124,7 +124,10 @@ class Aliases:
         """Resolve an alias, or a bare agent id used as its own alias."""
         if name in self.entries:
             spec = self.entries[name]
-            agent = registry.get(spec["id"])
+            try:
+                agent = registry.get(spec["id"])
+            except UnknownAgentError as exc:  # name the alias map that holds the bad id
+                raise UnknownAgentError(f"{self.source}: {name}.id: {exc}") from None
             effective = deep_merge(agent.data, spec["overrides"])
         else:
             agent = registry.find(name)

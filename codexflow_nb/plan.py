@@ -104,6 +104,10 @@ class Plan:
                 if not isinstance(t, Mapping) or not isinstance(t.get("alias"), str):
                     problems.append(f"{tw}: expected an object with 'alias' and 'task'")
                     continue
+                bad_alias = check_safe_name(t["alias"], "alias")
+                if bad_alias:
+                    problems.append(f"{tw}: {bad_alias}")
+                    continue
                 tm = parse_task_map_item(t, tw, problems)
                 if tm is None:
                     continue

@@ -44,15 +44,30 @@ class TaskItem:
 TaskMap = dict[str, list[TaskItem]]
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object names the same key twice (the second would silently replace the first)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(f"duplicate key {key!r} in one object")
+        out[key] = value
+    return out
+
+
 def parse_text(text: str, source: str) -> Any:
     """Parse JSON (strictly, with line/column on error) or YAML text."""
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")):
         try:
-            return json.loads(text)
+            return json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{source}: invalid JSON: line {exc.lineno}, column {exc.colno}: "
                               f"{exc.msg}") from None
+        except DuplicateKeyError as exc:
+            raise ConfigError(f"{source}: invalid JSON: {exc}") from None
     try:
         return yaml_load(text)
     except yaml.YAMLError as exc:
@@ -72,15 +87,15 @@ def read_source(path: str, max_bytes: int = MAX_TASK_FILE_BYTES) -> str:
             p = Path(path)
             size = p.stat().st_size
             if size > max_bytes:
-                raise ConfigError(f"{source}: file is {size / 1e6:.1f} MB, larger than the "
-                                  f"{max_bytes / 1e6:.0f} MB limit for task files")
+                raise ConfigError(f"{source}: file is {size / 2**20:.1f} MiB, larger than the "
+                                  f"{max_bytes / 2**20:g} MiB limit for task files")
             raw = p.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{source}: file not found") from None
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
     if len(raw) > max_bytes:
-        raise ConfigError(f"{source}: input larger than the {max_bytes / 1e6:.0f} MB limit")
+        raise ConfigError(f"{source}: input larger than the {max_bytes / 2**20:g} MiB limit")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -134,7 +149,8 @@ def parse_task_map(data: Any, source: str = "tasks") -> TaskMap:
     problems: list[str] = []
     result: TaskMap = {}
     for key, items in data.items():
-        bad = check_safe_name(key, "alias") if isinstance(key, str) else "alias must be a string"
+        bad = (check_safe_name(key, "alias") if isinstance(key, str)
+               else f"alias {key!r} must be a string, not {type(key).__name__}")
         if bad:
             problems.append(f"{source}: {bad}")
             continue
