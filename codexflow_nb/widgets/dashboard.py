@@ -1,0 +1,141 @@
+"""The dashboard: picker, alias editor, task editor and plan graph in tabs, the run panel below.
+
+Everything it edits is plain data (an alias map, a task map or a plan) and Run hands that to
+the same ``prepare_run`` the CLI uses. ``dashboard()`` with no arguments opens the bundled
+example (three aliases, five tasks).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from html import escape
+from typing import Any
+
+import ipywidgets as w
+
+from ..aliases import Aliases
+from ..api import EXAMPLE_TASKS, RunResult
+from ..errors import ConfigError
+from ..plan import Plan
+from ..registry import Registry, load_registry
+from .aliases import AliasEditor
+from .picker import AgentPicker
+from .plan_graph import PlanGraph
+from .render import render_html
+from .run_panel import RunPanel, _plan_from
+from .state import RunState
+from .tasks import TaskEditor
+
+TAB_TITLES = ("Agents", "Aliases", "Tasks", "Plan")
+PLAN_TAB = 3
+
+
+class Dashboard(w.VBox):
+    """The composed dashboard. Its parts are attributes: ``picker``, ``alias_editor``,
+    ``task_editor`` (None when a fixed ``plan`` is given), ``graph`` and ``panel``."""
+
+    def __init__(self, tasks: Any = None, *, aliases: Any = None, plan: Plan | Mapping[str, Any] | str | None = None,
+                 registry: Registry | None = None, agents_dir: str | os.PathLike[str] | None = None,
+                 **run_options: Any) -> None:
+        self.registry = registry or load_registry(agents_dir)
+        self.fixed_plan = _plan_from({"plan": plan}) if plan is not None else None
+        self.alias_editor = AliasEditor(aliases, registry=self.registry)
+        self.picker = AgentPicker(self.registry, on_add=self.alias_editor.add_alias)
+        self.task_editor: TaskEditor | None = None
+        if self.fixed_plan is None:
+            self.task_editor = TaskEditor(str(EXAMPLE_TASKS) if tasks is None else tasks,
+                                          aliases=self.alias_editor.value, registry=self.registry)
+            task_view: w.Widget = self.task_editor
+        else:
+            task_view = w.HTML("<p>Running a fixed plan; its tasks are shown in the Plan tab.</p>")
+        self.graph = PlanGraph()
+        self.panel = RunPanel(source=self.inputs, registry=self.registry, **run_options)
+        self.panel.subscribers.append(self.graph.on_event)
+        self.tabs = w.Tab([self.picker, self.alias_editor, task_view, self.graph], titles=TAB_TITLES)
+        self.problems = w.HTML()
+        self.alias_editor.on_change(self.refresh)
+        if self.task_editor is not None:
+            self.task_editor.on_change(self.refresh)
+        self.panel.run_button.on_click(lambda _b: self._show_plan_tab())
+        super().__init__([w.HTML("<h3 style='margin:4px 0'>codexflow</h3>"), self.tabs,
+                          self.problems, self.panel])
+        self.refresh()
+
+    # -- inputs -----------------------------------------------------------------------------
+    def plan(self) -> Plan:
+        """The plan to run now (the fixed plan, or the task editor's map); ConfigError if invalid."""
+        if self.fixed_plan is not None:
+            return self.fixed_plan
+        assert self.task_editor is not None
+        return Plan.from_task_map(self.task_editor.task_map(), source="task editor")
+
+    def inputs(self) -> dict[str, Any]:
+        """What the run panel runs: ``{plan, aliases}``; ConfigError lists every problem."""
+        problems = list(self.alias_editor.problems)
+        if self.task_editor is not None:
+            problems += self.task_editor.problems
+        if problems:
+            raise ConfigError(problems)
+        return {"plan": self.plan(), "aliases": self.alias_editor.aliases()}
+
+    def refresh(self) -> None:
+        """Re-check the inputs, redraw the plan and reset the run panel (not during a run)."""
+        if self.task_editor is not None:
+            self.task_editor.set_aliases(self.alias_editor.value)
+        agents = {a: s["id"] for a, s in self.alias_editor.value.items()}
+        problems: list[str] = []
+        plan: Plan | None = None
+        try:
+            inputs = self.inputs()
+            plan = inputs["plan"]
+            plan.validate(self.registry, inputs["aliases"])
+        except ConfigError as exc:
+            problems = exc.problems
+            if plan is None and self.task_editor is not None and not self.task_editor.problems:
+                plan = Plan.from_task_map(self.task_editor.value)
+        self.graph.set_plan(plan, agents, problems)
+        self.problems.value = "".join(f"<div style='color:#e53935'>⚠ {escape(p)}</div>"
+                                      for p in problems)
+        if not self.panel.running and not problems:
+            self.panel.reset(plan)
+
+    def _show_plan_tab(self) -> None:
+        if self.panel.running:
+            self.tabs.selected_index = PLAN_TAB
+
+    # -- running ----------------------------------------------------------------------------
+    async def run_async(self) -> RunResult | None:
+        """Run the current inputs in this cell: ``await dash.run_async()``."""
+        self.tabs.selected_index = PLAN_TAB
+        return await self.panel.run_async()
+
+    def stop(self) -> None:
+        self.panel.stop()
+
+    @property
+    def aliases(self) -> Aliases:
+        return self.alias_editor.aliases()
+
+    # -- display ------------------------------------------------------------------------------
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        data = super()._repr_mimebundle_(**kwargs)
+        if isinstance(data, dict):  # front ends without widgets show the plan as HTML
+            try:
+                state = RunState(self.plan())
+            except ConfigError:
+                state = RunState()
+            data["text/html"] = render_html(state, streamed=False)
+        return data
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self._repr_mimebundle_(), raw=True)
+        self.panel.attach_summary()
+
+
+def dashboard(tasks: Any = None, **kwargs: Any) -> Dashboard:
+    """Open the dashboard: ``codexflow_nb.dashboard()`` (the example) or
+    ``dashboard(tasks, aliases=..., plan=..., log_file=..., ...)``."""
+    return Dashboard(tasks, **kwargs)

@@ -1,0 +1,185 @@
+"""Static renderings of a run (HTML and plain text), and a live view built on display handles.
+
+The HTML here needs no widgets and no kernel: it is what a shared notebook keeps after a
+run, what front ends without widget support show, and what ``%%codexflow`` streams into.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from html import escape
+from typing import Any
+
+from ..events import Event
+from ..plan import Plan
+from .coalesce import Throttle
+from .state import RunState, TaskState
+
+#: Streamed text kept per task in renderings (the tail; the whole text is in ``.runs``).
+TAIL_CHARS = 4000
+
+STATUS_COLORS = {
+    "planned": "#9e9e9e", "queued": "#bdbdbd", "running": "#1e88e5", "completed": "#43a047",
+    "failed": "#e53935", "timeout": "#fb8c00", "cancelled": "#757575", "skipped": "#b0bec5",
+    "rejected": "#8e24aa",
+}
+
+
+def text_bar(done: int, total: int, width: int = 20) -> str:
+    filled = round(width * done / total) if total else width
+    return "█" * filled + "░" * (width - filled)
+
+
+def tail(text: str, limit: int = TAIL_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    return f"… ({len(text) - limit} earlier characters)\n" + text[-limit:]
+
+
+def headline(state: RunState) -> str:
+    if state.complete:
+        how = f"cancelled: {state.cancelled}" if state.cancelled else ("ok" if state.ok else "failed")
+        ms = f" in {state.ms / 1000:.2f} s" if state.ms is not None else ""
+        return f"run {state.run_id} finished{ms}: {how}"
+    if state.started:
+        return f"run {state.run_id} · {state.runtime} · {state.done}/{state.total} done · " \
+               f"{state.running} running"
+    return f"{state.total} task(s) for {len(state.aliases)} alias(es) · not started"
+
+
+def _task_line(t: TaskState) -> str:
+    ms = f" {t.ms:.0f} ms" if t.ms is not None else ""
+    detail = f": {t.error}" if t.error else ""
+    return f"{t.key} ({t.alias}) {t.status}{ms}{detail}"
+
+
+def render_text(state: RunState, *, streamed: bool = True) -> str:
+    """The run as plain text (``text/plain`` of every bundle)."""
+    lines = [f"codexflow · {headline(state)}"]
+    for a in state.aliases.values():
+        limit = f" · running {a.running}/{a.limit}" if a.limit else ""
+        lines.append(f"  {a.alias:<16} {text_bar(a.done, a.total)} {a.done}/{a.total}{limit}")
+    for t in state.tasks.values():
+        lines.append(f"  - {_task_line(t)}")
+        if streamed and t.chars and not t.finished:
+            last = t.streamed.rstrip().splitlines()[-1:] or [""]
+            lines.append(f"      {last[0][:100]}")
+    return "\n".join(lines)
+
+
+def _badge(status: str) -> str:
+    color = STATUS_COLORS.get(status, "#616161")
+    return f'<span style="color:{color};font-weight:600">{escape(status)}</span>'
+
+
+def _alias_table(state: RunState) -> str:
+    rows = "".join(
+        f"<tr><td>{escape(a.alias)}</td><td>{escape(a.agent_id or '')}</td>"
+        f"<td><code>{text_bar(a.done, a.total, 12)}</code> {a.done}/{a.total}</td>"
+        f"<td>{a.running}/{a.limit if a.limit is not None else '-'}</td>"
+        f"<td>{escape(', '.join(f'{k} {v}' for k, v in sorted(a.counts.items())))}</td></tr>"
+        for a in state.aliases.values())
+    return ("<table><thead><tr><th>alias</th><th>agent</th><th>done</th><th>running/limit</th>"
+            f"<th>statuses</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def render_html(state: RunState, *, streamed: bool = True) -> str:
+    """The run as HTML: headline, per-alias table, one collapsible block per task."""
+    parts = [f"<div class='codexflow-run'><p><b>codexflow</b> · {escape(headline(state))}</p>",
+             _alias_table(state)]
+    for t in state.tasks.values():
+        ms = f" · {t.ms:.0f} ms" if t.ms is not None else ""
+        body = ""
+        if streamed and t.chars:
+            body = f"<pre style='white-space:pre-wrap;margin:2px 0'>{escape(tail(t.streamed))}</pre>"
+        if t.error:
+            body += f"<div style='color:#e53935'>{escape(t.error)}</div>"
+        parts.append(f"<details><summary><code>{escape(t.key)}</code> · {escape(t.alias)} · "
+                     f"{_badge(t.status)}{ms}</summary>{body}</details>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def summary_html(state: RunState, *, streamed: bool = True) -> str:
+    """A static end-of-run summary: final statuses per alias and per task, and (collapsed)
+    the tail of each task's streamed text."""
+    rows = "".join(
+        f"<tr><td>{escape(r['alias'])}</td><td>{escape(r['agent'])}</td><td>{r['limit'] or '-'}</td>"
+        f"<td>{r['tasks']}</td><td>{r['completed']}</td><td>{r['other']}</td>"
+        f"<td>{r['avg_ms'] if r['avg_ms'] is not None else '-'}</td></tr>"
+        for r in state.summary_rows())
+    tasks = "".join(
+        f"<tr><td><code>{escape(t.key)}</code></td><td>{escape(t.alias)}</td><td>{_badge(t.status)}</td>"
+        f"<td>{f'{t.ms:.0f}' if t.ms is not None else '-'}</td>"
+        f"<td>{escape((t.error or t.summary or '')[:160])}</td></tr>"
+        for t in state.tasks.values())
+    return (f"<div class='codexflow-summary'><p><b>codexflow</b> · {escape(headline(state))}</p>"
+            "<table><thead><tr><th>alias</th><th>agent</th><th>limit</th><th>tasks</th>"
+            "<th>completed</th><th>not completed</th><th>avg ms</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+            "<table><thead><tr><th>task</th><th>alias</th><th>status</th><th>ms</th>"
+            f"<th>summary / error</th></tr></thead><tbody>{tasks}</tbody></table>"
+            f"{_streamed_blocks(state) if streamed else ''}</div>")
+
+
+def _streamed_blocks(state: RunState) -> str:
+    return "".join(
+        f"<details><summary>streamed: <code>{escape(t.key)}</code> ({t.chars} characters)</summary>"
+        f"<pre style='white-space:pre-wrap'>{escape(tail(t.streamed))}</pre></details>"
+        for t in state.tasks.values() if t.chars)
+
+
+def bundle(state: RunState, *, final: bool = False) -> dict[str, str]:
+    """A display bundle (``text/html`` + ``text/plain``) for the current state."""
+    if final:
+        return {"text/html": summary_html(state), "text/plain": render_text(state, streamed=False)}
+    return {"text/html": render_html(state), "text/plain": render_text(state)}
+
+
+class LiveView:
+    """A run shown through one display handle, updated from events at most ``1/interval``
+    times a second. Works in every front end that renders HTML (no widgets needed).
+
+    ``LiveView(plan)`` is an ``on_event`` subscriber: ``await run_async(..., on_event=view)``.
+    """
+
+    def __init__(self, plan: Plan | None = None, *, interval: float = 0.1, timers: bool = True,
+                 publish: Callable[[dict[str, str]], None] | None = None) -> None:
+        self.state = RunState(plan)
+        self._publish = publish or self._display
+        self._handle: Any = None
+        self.updates = 0
+        self._throttle = Throttle(self._flush, interval, timers=timers)
+
+    def _display(self, data: dict[str, str]) -> None:
+        from IPython.display import display
+
+        if self._handle is None:
+            self._handle = display(data, raw=True, display_id=True)
+        else:
+            self._handle.update(data, raw=True)
+
+    def show(self) -> None:
+        """Put the view in the output now (before the run starts)."""
+        self._throttle.flush("view")
+
+    def __call__(self, event: Event) -> None:
+        self.state.apply(event)
+        if event.get("kind") == "run_complete":
+            self.finish()
+        else:
+            self._throttle.request("view")
+
+    def poll(self) -> None:
+        """Send a held-back update whose interval has passed (views made with ``timers=False``)."""
+        self._throttle.poll()
+
+    def finish(self) -> None:
+        """Replace the live view with the static summary."""
+        self._throttle.cancel()
+        self.updates += 1
+        self._publish(bundle(self.state, final=True))
+
+    def _flush(self, _key: Hashable) -> None:
+        self.updates += 1
+        self._publish(bundle(self.state))

@@ -1,0 +1,165 @@
+"""What a run looks like from its events: plain data that every notebook view renders.
+
+A view never reaches into the engine: it feeds each event to :meth:`RunState.apply` and
+draws the result (widgets, HTML, text). The plan, which the view built itself, gives the
+totals before the first event arrives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..events import TERMINAL_KINDS, Event
+from ..plan import Plan
+
+#: Status of a task before it reaches the engine's queue.
+PLANNED = "planned"
+ACTIVE = ("queued", "running")
+
+
+@dataclass
+class TaskState:
+    """One task as seen through events."""
+
+    key: str
+    alias: str
+    text: str
+    phase: int = 0
+    status: str = PLANNED
+    chunks: list[str] = field(default_factory=list)
+    chars: int = 0
+    attempt: int = 0
+    ms: float | None = None
+    summary: str | None = None
+    error: str | None = None
+
+    @property
+    def streamed(self) -> str:
+        """All streamed text so far (chunks of the current attempt)."""
+        if len(self.chunks) > 1:  # keep joins cheap when a view reads often
+            self.chunks[:] = ["".join(self.chunks)]
+        return self.chunks[0] if self.chunks else ""
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in (PLANNED, *ACTIVE)
+
+
+@dataclass
+class AliasState:
+    """Per-alias counters: done/total and running against the limit."""
+
+    alias: str
+    total: int = 0
+    done: int = 0
+    running: int = 0
+    limit: int | None = None
+    agent_id: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class RunState:
+    """The state of one run, rebuilt from its events."""
+
+    def __init__(self, plan: Plan | None = None) -> None:
+        self.tasks: dict[str, TaskState] = {}
+        self.aliases: dict[str, AliasState] = {}
+        self.run_id: str | None = None
+        self.runtime: str | None = None
+        self.started = False
+        self.complete = False
+        self.ok: bool | None = None
+        self.cancelled: str | None = None
+        self.ms: float | None = None
+        self.error: str | None = None
+        if plan is not None:
+            for t in plan.tasks:
+                self._task(t.key, t.alias, t.text, t.phase)
+
+    def _task(self, key: str, alias: str, text: str = "", phase: int = 0) -> TaskState:
+        task = self.tasks.get(key)
+        if task is None:
+            task = self.tasks[key] = TaskState(key, alias, text, phase)
+            self.aliases.setdefault(alias, AliasState(alias)).total += 1
+        return task
+
+    @property
+    def total(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def done(self) -> int:
+        return sum(1 for t in self.tasks.values() if t.finished)
+
+    @property
+    def running(self) -> int:
+        return sum(a.running for a in self.aliases.values())
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.tasks.values():
+            out[t.status] = out.get(t.status, 0) + 1
+        return out
+
+    def apply(self, event: Event) -> str | None:
+        """Update from one event; returns the key of the task it concerns (or None)."""
+        kind = event.get("kind")
+        if kind == "run_started":
+            self.started, self.run_id, self.runtime = True, event.get("runId"), event.get("runtime")
+            for alias, info in (event.get("aliases") or {}).items():
+                a = self.aliases.setdefault(alias, AliasState(alias))
+                a.limit, a.agent_id = info.get("limit"), info.get("agentId")
+            return None
+        if kind == "run_complete":
+            self.complete, self.ok, self.ms = True, bool(event.get("ok")), event.get("ms")
+            self.cancelled = event.get("cancelled")
+            err = event.get("error")
+            self.error = err.get("message") if isinstance(err, dict) else None
+            return None
+        key = event.get("key")
+        if not isinstance(key, str):
+            return None
+        task = self._task(key, str(event.get("alias")), str(event.get("task") or ""),
+                          int(event.get("phase") or 0))
+        alias = self.aliases[task.alias]
+        if kind == "task_queued":
+            task.status = "queued"
+            if event.get("task"):
+                task.text = str(event["task"])
+        elif kind == "task_started":
+            if task.status != "running":
+                alias.running += 1
+            task.status, task.attempt = "running", int(event.get("attempt") or 1)
+        elif kind == "task_chunk":
+            content = str(event.get("content") or "")
+            task.chunks.append(content)
+            task.chars += len(content)
+        elif kind == "task_retry":
+            task.chunks.clear()  # the engine starts the reply over on a retry
+            task.chars = 0
+            task.attempt = int(event.get("attempt") or task.attempt) + 1
+        elif kind in TERMINAL_KINDS:
+            if task.status == "running":
+                alias.running -= 1
+            if not task.finished:
+                alias.done += 1
+            status = TERMINAL_KINDS[kind]
+            alias.counts[status] = alias.counts.get(status, 0) + 1
+            task.status, task.ms = status, event.get("ms")
+            task.summary = event.get("summary")
+            err = event.get("error")
+            task.error = err.get("message") if isinstance(err, dict) else None
+        return key
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """Per-alias rows for summary tables."""
+        rows = []
+        for a in self.aliases.values():
+            times = [t.ms for t in self.tasks.values()
+                     if t.alias == a.alias and t.status == "completed" and t.ms is not None]
+            rows.append({"alias": a.alias, "agent": a.agent_id or "", "limit": a.limit,
+                         "tasks": a.total, "completed": a.counts.get("completed", 0),
+                         "other": a.done - a.counts.get("completed", 0),
+                         "avg_ms": round(sum(times) / len(times), 1) if times else None})
+        return rows
