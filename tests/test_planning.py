@@ -527,3 +527,43 @@ def test_cli_planning_errors_exit_2(workdir, capsys, argv, message):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not Path("data").exists() and not Path(".runs").exists()
+
+
+def test_reviser_error_is_logged_and_the_plan_goes_on(registry, workdir):
+    plan = Plan.from_data(VALID_PLAN)
+
+    async def broken(engine: Any, phase: int) -> None:
+        raise ValueError("reviser bug")
+
+    plan.reviser = broken
+    result, events = run_plan(plan, ScriptedRuntime(), registry=registry)
+    (failed,) = [e for e in events if e["kind"] == "plan_revision_failed"]
+    assert failed["phase"] == 0 and failed["error"] == {"type": "ValueError",
+                                                        "message": "reviser bug"}
+    assert result.ok and len(result.tasks) == 3
+
+
+def test_cancel_during_revision_ends_every_task(registry, workdir):
+    plan = Plan.from_data(VALID_PLAN)
+    revising = asyncio.Event()
+
+    async def stuck(engine: Any, phase: int) -> None:
+        revising.set()
+        await asyncio.sleep(60)
+
+    plan.reviser = stuck
+    events: list[dict[str, Any]] = []
+    run = prepare_run(plan=plan, runtime=ScriptedRuntime(), registry=registry, log_file=None,
+                      runs_dir=None, on_event=events.append)
+
+    async def main_() -> Any:
+        task = asyncio.create_task(run.execute())
+        await asyncio.wait_for(revising.wait(), 5)
+        run.cancel("stop")
+        return await task
+
+    result = asyncio.run(main_())
+    assert {t.key: t.status for t in result.tasks} == {
+        "schema": "completed", "api": "cancelled", "tests": "skipped"}  # after api: skipped
+    assert terminal_counts(events) == {"schema": 1, "api": 1, "tests": 1}
+    assert not any(e["kind"] == "task_started" and e["key"] != "schema" for e in events)
