@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,10 @@ from codexflow_nb import run
 from codexflow_nb.events import TERMINAL_KINDS
 
 ALIASES = {"cpu": {"id": "coder", "overrides": {"runtime": {"concurrency": {"max_parallel_tasks": 16}}}}}
+
+
+#: Tasks per Dask worker address over the timed runs (shows that every worker took a share).
+PER_WORKER: Counter[str] = Counter()
 
 
 def timed_run(n: int, cpu_ms: float, log: Path, **options: Any) -> tuple[float, float]:
@@ -36,6 +41,8 @@ def timed_run(n: int, cpu_ms: float, log: Path, **options: Any) -> tuple[float, 
             marks.append(time.perf_counter())
         elif event["kind"] in TERMINAL_KINDS:
             marks[1:] = [time.perf_counter()]
+            if "worker" in event:
+                PER_WORKER[event["worker"]] += 1
 
     tasks = {"cpu": [f"crunch {i}" for i in range(n)]}
     t0 = time.perf_counter()
@@ -76,6 +83,7 @@ def main() -> None:
             startup = time.perf_counter() - t0
             options = {"executor": "dask", "dask_address": cluster.scheduler_address}
             timed_run(2 * args.workers, 1, log, **options)  # warm-up: imports on the workers
+            PER_WORKER.clear()
             for cpu_ms in costs:
                 n = args.tasks or max(1, round(budget_ms / cpu_ms))
                 local = [timed_run(n, cpu_ms, log) for _ in range(repeat)]
@@ -93,6 +101,7 @@ def main() -> None:
               f"{n / dask_run:>7.1f}  {up:>7.2f}x  {up / ideal:>8.0%}")
     print(f"\nideal speed-up {ideal:g}x (run s: whole run, span s: first task start to last end)")
     print(f"cluster start-up, not in the figures: {startup:.2f} s")
+    print("tasks per Dask worker: " + ", ".join(f"{w} {c}" for w, c in sorted(PER_WORKER.items())))
 
 
 if __name__ == "__main__":  # worker processes are spawned: they re-import this module

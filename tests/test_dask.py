@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from codexflow_nb import prepare_run, run
+from codexflow_nb import Plan, prepare_run, run
+from codexflow_nb.aliases import Aliases
 from codexflow_nb.cli import main
 from codexflow_nb.errors import ConfigError
 from codexflow_nb.events import TERMINAL_KINDS
@@ -135,20 +136,24 @@ def test_secret_never_shows_in_reprs():
     assert pickle.loads(pickle.dumps(spec)).options["api_key"].reveal() == SECRET
 
 
-def test_unreachable_cluster_fails_each_task_once(workdir):
+def test_unreachable_cluster_fails_each_task_once(registry, workdir):
     pytest.importorskip("distributed", reason="the dask extra is not installed")
+    from codexflow_nb.api import Run
+    from codexflow_nb.engine import RunOptions
     from codexflow_nb.executors.dask import DaskRuntime, RuntimeSpec
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # built without prepare_run's reachability check, so the run itself meets the dead address
     rt = DaskRuntime(RuntimeSpec.of("stub"), f"tcp://127.0.0.1:{port}", connect_timeout_s=0.5)
-    # an explicit cap skips the capacity probe, so the run itself meets the dead address
-    result = run({"two": ["a", "b", "c"]}, aliases=ALIASES, runtime=rt, executor="dask",
-                 max_concurrency=2)
+    plan = Plan.from_task_map({"two": ["a", "b", "c"]})
+    log = workdir / "events.jsonl"
+    result = asyncio.run(Run(plan, plan.validate(registry, Aliases(ALIASES)), rt,
+                             RunOptions(log_file=log, runs_dir=None)).execute())
     assert not result.ok and {t.status for t in result.tasks} == {"failed"}
     assert all(t.error["type"] == "ClusterUnavailable" and t.attempts == 1 for t in result.tasks)
-    events = read_events(workdir / "data/logs/events.jsonl")
+    events = read_events(log)
     assert terminal_counts(events) == Counter({t.task_id: 1 for t in result.tasks})
     assert events[-1]["kind"] == "run_complete"
 

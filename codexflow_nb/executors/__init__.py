@@ -33,7 +33,8 @@ def executor_runtime(executor: str, runtime: str | Runtime, runtime_options: dic
     """The runtime to hand the engine for ``executor``, or None for the local executor.
 
     For ``dask`` the named runtime is wrapped in a :class:`~.dask.DaskRuntime` (rebuilt on each
-    worker), and without ``max_concurrency`` the global cap becomes the cluster's thread count.
+    worker), a given scheduler must answer, and without ``max_concurrency`` the global cap
+    becomes the cluster's thread count.
     """
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}: choose local or dask")
@@ -58,6 +59,10 @@ def executor_runtime(executor: str, runtime: str | Runtime, runtime_options: dic
         raise ConfigError(f"executor 'dask' rebuilds the runtime on each worker, so it needs a "
                           f"runtime name ('stub' or 'codex') or a DaskRuntime, not a "
                           f"{type(runtime).__name__} object")
+    threads = rt.capacity()  # asks a given scheduler: an unreachable one is a ConfigError here
     if run_options.max_concurrency is None:
-        run_options.max_concurrency = rt.capacity()
+        if threads <= 0:
+            raise ConfigError("the Dask cluster has no workers yet: start some, or pass "
+                              "--max-concurrency (max_concurrency=) to set the global cap")
+        run_options.max_concurrency = threads
     return rt

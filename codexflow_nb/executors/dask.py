@@ -264,7 +264,8 @@ class DaskRuntime:
         return self._client.scheduler.address if self._client is not None else None
 
     def capacity(self) -> int:
-        """The cluster's total worker threads (asks the scheduler when one is given)."""
+        """The cluster's total worker threads (0 when it has none yet). Asks a given scheduler,
+        so an unreachable one raises ConfigError."""
         if self.target is None:
             return self.n_workers * self.threads_per_worker
         if isinstance(self.target, distributed.Client):
@@ -282,9 +283,6 @@ class DaskRuntime:
             except (OSError, TimeoutError, ValueError) as exc:
                 raise ConfigError(f"cannot reach the Dask scheduler at {where}: "
                                   f"{exc or type(exc).__name__}") from None
-        if threads <= 0:
-            raise ConfigError(f"the Dask cluster at {where} has no workers yet: start some, "
-                              "or pass --max-concurrency (max_concurrency=) to set the cap")
         return threads
 
     async def open(self, max_connections: int) -> None:
