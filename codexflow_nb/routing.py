@@ -2,8 +2,8 @@
 
 * Text: trigger keywords first (case-insensitive phrase match on word boundaries), then regex
   rules by priority (highest first; matched case-insensitively).
-* Paths: file globs, matched against the whole relative path: ``**`` spans any number of
-  folders (``**/x`` also matches ``x`` at the top), ``*`` and ``?`` never cross ``/``.
+* Paths: file globs, matched against the whole relative path: a ``**`` segment spans any number
+  of folders (``**/x`` also matches ``x`` at the top), ``*`` and ``?`` never cross ``/``.
 
 Every match is kept in the trace, so a plan can say why each agent was chosen.
 """
@@ -169,19 +169,23 @@ def route_text(text: str, registry: Registry | None = None, *,
 
 @lru_cache(maxsize=1024)
 def glob_to_regex(glob: str) -> re.Pattern[str]:
-    """Compile a path glob: ``**`` any depth, ``*``/``?`` within one segment, ``[...]`` classes."""
+    """Compile a path glob: ``**`` any depth, ``*``/``?`` within one segment, ``[...]`` classes.
+
+    ``**`` is special only as a whole segment (``**/x``, ``x/**``, ``a/**/b``); inside a segment
+    (``a**b``) it is an ordinary ``*``.
+    """
     out: list[str] = []
     i, n = 0, len(glob)
     while i < n:
         c = glob[i]
-        if glob.startswith("**", i):
-            at_start = i == 0 or glob[i - 1] == "/"
-            i += 2
-            if at_start and glob.startswith("/", i):
+        if glob.startswith("**", i) and (i == 0 or glob[i - 1] == "/") \
+                and (i + 2 == n or glob[i + 2] == "/"):  # "**" as a whole segment
+            if i + 2 < n:
                 out.append("(?:.*/)?")  # "**/" also matches no folder at all
-                i += 1
+                i += 3
             else:
                 out.append(".*")
+                i += 2
             continue
         if c == "*":
             out.append("[^/]*")

@@ -42,6 +42,9 @@ from codexflow_nb.routing import (
     ("v[!0-9].md", "v7.md", False),
     ("**/*.env*", ".env", True),
     ("a+b(c).txt", "a+b(c).txt", True),  # regex metacharacters are literal
+    ("a**b", "a/x/b", False),  # "**" inside a segment is a plain "*"
+    ("a**b", "axxb", True),
+    ("**", "a/b/c", True),
 ])
 def test_glob_semantics(glob, path, expected):
     assert glob_match(glob, path) is expected
