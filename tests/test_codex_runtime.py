@@ -308,3 +308,12 @@ def test_cli_run_against_the_endpoint_streams_verbosely(workdir: Path, echo_url:
     assert "[reviewer] Review outline:" in proc.stdout
     assert "[architect] Design outline:" in proc.stdout
     assert "runtime codex" in proc.stdout
+
+
+def test_a_key_with_control_characters_is_a_config_error() -> None:
+    from codexflow_nb.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="printable ASCII") as info:
+        CodexRuntime("http://127.0.0.1:1", api_key="abc\r\nx-evil: 1")
+    assert "evil" not in str(info.value)
+    assert CodexRuntime("http://127.0.0.1:1", api_key=" k1 \n")._api_key == "k1"

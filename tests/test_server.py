@@ -18,7 +18,7 @@ from servers import ServerThread
 
 from codexflow_nb.cli.serve_cmd import is_loopback
 from codexflow_nb.registry import Registry
-from codexflow_nb.server import create_app
+from codexflow_nb.server import MAX_BODY_BYTES, create_app
 
 TOKEN = "serve-token-4711"
 PROBE = "ZZ-reflected-value-ZZ"
@@ -27,7 +27,7 @@ GOOD = {"agentId": "reviewer", "alias": "rev", "task": "Review the retry policy 
 
 @pytest.fixture(scope="module")
 def server(registry: Registry) -> Iterator[ServerThread]:
-    with ServerThread(create_app(registry, token=TOKEN, max_body_bytes=4096)) as s:
+    with ServerThread(create_app(registry, token=TOKEN, max_body_bytes=200_000)) as s:
         yield s
 
 
@@ -88,7 +88,7 @@ def test_stream_reply_follows_the_contract(client: httpx.Client) -> None:
 
 
 def test_body_limit(client: httpx.Client) -> None:
-    big = {**GOOD, "task": "x" * 5000}
+    big = {**GOOD, "task": "x" * 200_001}
     assert client.post("/run", json=big).status_code == 413
 
     def chunked() -> Iterator[bytes]:  # no content-length: the limit holds while reading
@@ -98,8 +98,18 @@ def test_body_limit(client: httpx.Client) -> None:
     assert reply.status_code == 413 and reply.json()["error"]["type"] == "PayloadTooLarge"
 
 
+def test_default_body_limit_is_one_mib(registry: Registry) -> None:
+    assert MAX_BODY_BYTES == 1 << 20
+    filler = "y" * (MAX_BODY_BYTES - len(json.dumps({**GOOD, "task": ""})))
+    with ServerThread(create_app(registry)) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        assert c.post("/run", content=json.dumps({**GOOD, "task": filler})).status_code == 200
+        assert c.post("/run", content=json.dumps({**GOOD, "task": filler + "y"})).status_code == 413
+
+
 @pytest.mark.parametrize(("body", "field"), [
     (b"{not json " + PROBE.encode(), "body: not valid JSON"),
+    (b"[" * 100_000, "body: not valid JSON"),
+    (b"\xff\xfe" + PROBE.encode(), "body: not valid JSON"),
     ([PROBE], "body: must be a JSON object with agentId, alias and task"),
     ({"alias": "a", "task": PROBE}, "agentId: missing"),
     ({**GOOD, "agentId": 5}, "agentId: must be a non-empty string"),

@@ -28,16 +28,25 @@ from .base import ChunkCallback, Reply, RuntimeCall, RuntimeFailure
 BODY_PREVIEW = 200
 #: Cap on the connect phase when the agent has no timeout.
 CONNECT_TIMEOUT_S = 30.0
+#: Idle pooled connections are dropped before common server keep-alive limits (uvicorn: 5 s),
+#: so a request rarely lands on a connection the server is closing.
+KEEPALIVE_S = 3.0
 
 
 def make_http_client(max_connections: int, headers: dict[str, str] | None = None, *,
-                     timeout: httpx.Timeout | None = None) -> httpx.AsyncClient:
-    """An ``httpx.AsyncClient`` over the aiohttp transport, pooled for ``max_connections``."""
+                     timeout: httpx.Timeout | None = None, tls: bool = True) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` over the aiohttp transport, pooled for ``max_connections``.
+
+    ``tls=False`` (plain-http endpoints) skips loading the CA store, ~0.1 s per client.
+    Proxy variables are ignored (``trust_env=False``): httpx would route proxied requests
+    through its default transport, and we keep one HTTP stack.
+    """
     limits = httpx.Limits(max_connections=max(1, max_connections),
-                          max_keepalive_connections=max(1, max_connections))
-    return httpx.AsyncClient(transport=AiohttpTransport(limits=limits), headers=headers,
-                             limits=limits, timeout=timeout or httpx.Timeout(5.0),
-                             trust_env=False)
+                          max_keepalive_connections=max(1, max_connections),
+                          keepalive_expiry=KEEPALIVE_S)
+    transport = AiohttpTransport(limits=limits, verify=tls, trust_env=False)
+    return httpx.AsyncClient(transport=transport, headers=headers, limits=limits,
+                             timeout=timeout or httpx.Timeout(5.0), verify=tls, trust_env=False)
 
 
 def is_timeout(exc: BaseException) -> bool:
@@ -113,9 +122,14 @@ class CodexRuntime:
             raise ConfigError("codex endpoint URL must look like http://host:port "
                               "(from --codex-url or $CODEX_URL)")
         self.url = url.rstrip("/")
+        self._run_url = httpx.URL(f"{self.url}/run")
+        self._stream_url = httpx.URL(f"{self.url}/run?stream=1")
         self.provider = provider
         self.stream = stream
-        self._api_key = api_key or None
+        self._api_key = (api_key or "").strip() or None
+        if self._api_key and not all(33 <= ord(ch) < 127 for ch in self._api_key):
+            raise ConfigError("the codex API key (--codex-key or $CODEX_API_KEY) must be printable "
+                              "ASCII without spaces")
         self._client: httpx.AsyncClient | None = None
         self._timeouts: dict[float | None, httpx.Timeout] = {}
 
@@ -127,7 +141,8 @@ class CodexRuntime:
         headers = {"content-type": "application/json", "user-agent": "codexflow-nb"}
         if self._api_key:
             headers["authorization"] = f"Bearer {self._api_key}"
-        self._client = make_http_client(max_connections, headers)
+        self._client = make_http_client(max_connections, headers,
+                                        tls=self._run_url.scheme == "https")
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -150,7 +165,7 @@ class CodexRuntime:
         try:
             if self.stream:
                 return await self._run_stream(self._client, call, timeout, on_chunk)
-            response = await self._client.post(f"{self.url}/run", content=self.body(call),
+            response = await self._client.post(self._run_url, content=self.body(call),
                                                timeout=timeout)
         except httpx.HTTPError as exc:
             raise self._transport_failure(exc) from None
@@ -166,7 +181,7 @@ class CodexRuntime:
     async def _run_stream(self, client: httpx.AsyncClient, call: RuntimeCall,
                           timeout: httpx.Timeout, on_chunk: ChunkCallback | None) -> Reply:
         chunks: list[str] = []
-        async with aconnect_sse(client, "POST", f"{self.url}/run?stream=1",
+        async with aconnect_sse(client, "POST", str(self._stream_url),
                                 content=self.body(call), timeout=timeout) as source:
             response = source.response
             if response.status_code != 200:

@@ -142,7 +142,7 @@ class Endpoint:
             return body
         try:
             doc = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return error_response(422, "ValidationError", "body: not valid JSON")
         problem = validate_body(doc)
         if problem:
