@@ -152,4 +152,4 @@ def test_agents_dir_lookup_order(tmp_path, monkeypatch):
 def test_c_loader_is_used_when_available():
     from codexflow_nb import registry as mod
 
-    assert mod._Loader is getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    assert issubclass(mod._Loader, getattr(yaml, "CSafeLoader", yaml.SafeLoader))
