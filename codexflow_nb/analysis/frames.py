@@ -36,8 +36,9 @@ def tasks_frame(events: pd.DataFrame, *, pricing: Pricing | str | None = None,
     ``with_outputs`` adds ``output`` from ``<runs_dir>/<alias>/<task_id>/output.json``.
     """
     ev = events[events["task_id"].notna()]
+    ev = ev.assign(_k=_task_codes(ev))  # one integer per (run, task_id): fast joins
     kinds = ev["kind"].astype(str)
-    base = ev.drop_duplicates(_IDS)[[*_IDS, "key", "alias", "agent", "phase"]].set_index(_IDS)
+    base = ev.drop_duplicates("_k")[["_k", *_IDS, "key", "alias", "agent", "phase"]].set_index("_k")
     queued = _last(ev, kinds == "task_queued", {"ts": "queued", "task": "task",
                                                 "depends_on": "depends_on", "limit": "q_limit"})
     started = _last(ev, kinds == "task_started", {"ts": "started", "limit": "s_limit",
@@ -60,9 +61,8 @@ def tasks_frame(events: pd.DataFrame, *, pricing: Pricing | str | None = None,
     _add_retries(out, ev, kinds)
     out["attempts"] = out["attempts"].astype("Int64").fillna(
         (out["retries"] + 1).where(out["started"].notna())).astype("Int64")
-    text = out["task"].astype(object).where(out["task"].notna(), None)
-    out["task"] = text.map(lambda s: s if s is None or len(s) <= text_width
-                           else s[:text_width - 1] + "…").astype("str")
+    long = (out["task"].str.len() > text_width).fillna(False).astype(bool)
+    out["task"] = out["task"].astype("str").where(~long, out["task"].str.slice(0, text_width - 1) + "…")
     out["model"] = out["model"].astype("category")
     out["cost"] = as_pricing(pricing).cost(out["model"], out["tokens_in"], out["tokens_out"])
     for col in ("run", "alias", "agent", "error_type"):
@@ -73,9 +73,15 @@ def tasks_frame(events: pd.DataFrame, *, pricing: Pricing | str | None = None,
     return out
 
 
+def _task_codes(ev: pd.DataFrame) -> np.ndarray:
+    run_codes, _ = pd.factorize(ev["run"].astype(str) if len(ev) else ev["run"])
+    task_codes, uniques = pd.factorize(ev["task_id"])
+    return run_codes.astype(np.int64) * (len(uniques) + 1) + task_codes
+
+
 def _last(ev: pd.DataFrame, mask: pd.Series, columns: dict[str, str]) -> pd.DataFrame:
-    sub = ev.loc[mask, [*_IDS, *columns]].drop_duplicates(_IDS, keep="last")
-    return sub.set_index(_IDS).rename(columns=columns)
+    sub = ev.loc[mask, ["_k", *columns]].drop_duplicates("_k", keep="last")
+    return sub.set_index("_k").rename(columns=columns)
 
 
 def _ms(delta: pd.Series) -> pd.Series:
@@ -84,13 +90,13 @@ def _ms(delta: pd.Series) -> pd.Series:
 
 def _add_retries(out: pd.DataFrame, ev: pd.DataFrame, kinds: pd.Series) -> None:
     """``retries``, ``backoff_ms`` and ``retry_ms`` of each task's latest start."""
-    retry = ev.loc[kinds == "task_retry", [*_IDS, "ts", "delay_ms", "seq"]]
-    retry = retry.merge(out[[*_IDS, "start_seq"]], on=_IDS, how="left")
+    retry = ev.loc[kinds == "task_retry", ["_k", "ts", "delay_ms", "seq"]]
+    retry = retry.merge(out[["_k", "start_seq"]], on="_k", how="left")
     retry = retry[retry["seq"] > retry["start_seq"].fillna(-1)]
     retry = retry.assign(resume=retry["ts"] + pd.to_timedelta(retry["delay_ms"].fillna(0), unit="ms"))
-    agg = retry.groupby(_IDS, observed=True).agg(
+    agg = retry.groupby("_k").agg(
         retries=("seq", "size"), backoff_ms=("delay_ms", "sum"), resume=("resume", "max"))
-    merged = out[_IDS].merge(agg.reset_index(), on=_IDS, how="left").set_axis(out.index)
+    merged = out[["_k"]].merge(agg.reset_index(), on="_k", how="left").set_axis(out.index)
     out["retries"] = merged["retries"].fillna(0).astype("int64").to_numpy()
     out["backoff_ms"] = merged["backoff_ms"].fillna(0.0).to_numpy()
     retry_ms = _ms(merged["resume"] - out["started"])
@@ -286,34 +292,40 @@ def critical_path(tasks: pd.DataFrame, events: pd.DataFrame | None = None,
         events, tasks = tasks, tasks_frame(tasks)
     if run is not None:
         tasks = tasks[tasks["run"].astype(str) == run]
-    run_start = (events.groupby("run", observed=True)["ts"].min()
-                 if events is not None and len(events) else None)
-    rows = []
-    for run_id, group in tasks[tasks["finished"].notna()].groupby("run", observed=True):
-        by_key = group.set_index("key")
-        by_key = by_key[~by_key.index.duplicated(keep="last")]
-        order = by_key.sort_values(["finished", "end_seq"], na_position="first")
-        chain = [order.index[-1]]
-        while True:
-            deps = [d for d in str(by_key.at[chain[-1], "depends_on"] or "").split(",")
-                    if d and d in by_key.index and d not in chain]
-            if not deps:
-                break
-            chain.append(max(deps, key=lambda d: (by_key.at[d, "finished"],
-                                                  by_key.at[d, "end_seq"])))
-        steps = by_key.loc[chain[::-1]].reset_index()
-        start = run_start.get(run_id) if run_start is not None else None
-        if start is None or pd.isna(start):
-            start = group["queued"].min() if group["queued"].notna().any() else group["started"].min()
-        steps.insert(0, "step", range(1, len(steps) + 1))
-        steps["offset_ms"] = _ms(steps["started"] - start)
-        steps["gap_ms"] = _ms(steps["started"] - steps["finished"].shift(1))
-        rows.append(steps)
     cols = ["run", "step", "key", "alias", "status", "queued", "started", "finished", "queued_ms",
             "run_ms", "retry_ms", "offset_ms", "gap_ms", "task_id"]
-    if not rows:
+    done = tasks[tasks["finished"].notna()]
+    done = done.assign(run=done["run"].astype(str)).sort_values(["finished", "end_seq"], kind="stable")
+    done = done.drop_duplicates(["run", "key"], keep="last")
+    if done.empty:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in cols})
-    return pd.concat(rows, ignore_index=True)[cols]
+    # each task's dependency that finished last (done is sorted by finish, so keep the last)
+    pos = pd.Series(np.arange(len(done)), index=pd.MultiIndex.from_arrays([done["run"], done["key"]]))
+    deps = pd.DataFrame({"run": done["run"].to_numpy(), "me": np.arange(len(done)),
+                         "dep": done["depends_on"].fillna("").astype(str).str.split(",").to_numpy()})
+    deps = deps.explode("dep")
+    deps = deps[deps["dep"].notna() & (deps["dep"] != "")]
+    deps["at"] = pos.reindex(pd.MultiIndex.from_arrays([deps["run"], deps["dep"]])).to_numpy()
+    deps = deps.dropna(subset=["at"]).sort_values("at", kind="stable")
+    pred = dict(zip(deps["me"], deps["at"].astype("int64"), strict=True))  # later rows win
+    last = done.groupby("run", sort=False).tail(1)  # the last task to finish in each run
+    chains: list[int] = []
+    for end_pos in pos[list(zip(last["run"], last["key"], strict=True))]:
+        chain = [int(end_pos)]
+        while chain[-1] in pred and pred[chain[-1]] not in chain:
+            chain.append(pred[chain[-1]])
+        chains.extend(chain[::-1])
+    steps = done.iloc[chains].reset_index(drop=True)
+    steps["step"] = steps.groupby("run", sort=False).cumcount() + 1
+    if events is not None and len(events):
+        starts = events.groupby(events["run"].astype(str), observed=True)["ts"].min()
+    else:
+        starts = done.groupby("run")["queued"].min().fillna(done.groupby("run")["started"].min())
+    steps["offset_ms"] = _ms(steps["started"] - steps["run"].map(starts))
+    prev_end = steps.groupby("run", sort=False)["finished"].shift(1)
+    steps["gap_ms"] = _ms(steps["started"] - prev_end)
+    steps["run"] = steps["run"].astype("category")
+    return steps[cols]
 
 
 def empty_tasks() -> pd.DataFrame:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -62,13 +63,15 @@ class Pricing:
 
     def cost(self, models: pd.Series, tokens_in: pd.Series, tokens_out: pd.Series) -> pd.Series:
         """Cost per row; NaN where the model is unknown or usage is missing."""
-        prices = {m: self.lookup(m) for m in pd.unique(models.dropna().astype(str))}
-        unit_in = models.astype(object).map(lambda m: prices[m].input if prices.get(m) else math.nan)
-        unit_out = models.astype(object).map(lambda m: prices[m].output if prices.get(m) else math.nan)
-        tin = pd.to_numeric(tokens_in, errors="coerce").astype("float64")
-        tout = pd.to_numeric(tokens_out, errors="coerce").astype("float64")
-        return (tin / 1000 * unit_in.astype("float64") + tout / 1000 * unit_out.astype("float64")
-                ).rename("cost")
+        cat = models.astype(str).where(models.notna()).astype("category")
+        found = [self.lookup(m) for m in cat.cat.categories]
+        codes = cat.cat.codes.to_numpy()  # -1 (missing model) picks the trailing NaN
+        unit_in = np.array([p.input if p else np.nan for p in found] + [np.nan])[codes]
+        unit_out = np.array([p.output if p else np.nan for p in found] + [np.nan])[codes]
+        tin = pd.to_numeric(tokens_in, errors="coerce").astype("float64").to_numpy()
+        tout = pd.to_numeric(tokens_out, errors="coerce").astype("float64").to_numpy()
+        return pd.Series(tin / 1000 * unit_in + tout / 1000 * unit_out, index=models.index,
+                         name="cost")
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame([p.__dict__ for p in self.prices])
