@@ -269,7 +269,8 @@ def test_credentials_travel_to_workers_but_never_show(cluster, client, workdir, 
         doc = json.loads(await request.body())
         return JSONResponse({"summary": f"done: {doc['task']}", "output": {"ok": True}})
 
-    with _Server(Starlette(routes=[Route("/run", endpoint, methods=["POST"])])) as url:
+    server = _Server(Starlette(routes=[Route("/run", endpoint, methods=["POST"])]))
+    with server as url:
         tasks = {"two": ["first", "second", "third"]}
         # 1. the key from the driver travels once per worker, inside the runtime spec
         result = run(tasks, aliases=ALIASES, runtime="codex", url=url, api_key=SECRET,
@@ -284,6 +285,8 @@ def test_credentials_travel_to_workers_but_never_show(cluster, client, workdir, 
                   "--executor", "dask", "--dask-address", cluster.scheduler_address, "--json"])
         finally:
             client.run(lambda: os.environ.pop("CODEX_API_KEY", None))
+        # each run closed the runtimes it opened on the workers: no connection is left open
+        wait_until(lambda: not server.server.server_state.connections, "connections to close", 15)
     events = read_events(workdir / "data/logs/events.jsonl")
     assert sum(e["kind"] == "task_complete" for e in events) == 6
     places = [(workdir / "data/logs/events.jsonl").read_text(), repr(result)]
@@ -365,7 +368,8 @@ class _Server:
 
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                                        timeout_keep_alive=120))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        daemon=True)
 

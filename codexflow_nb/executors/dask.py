@@ -117,13 +117,12 @@ class RuntimeHost(WorkerPlugin):
     def __repr__(self) -> str:
         return f"RuntimeHost({self.name!r}, runtime={self.spec.name!r})"
 
-    def teardown(self, worker: distributed.Worker) -> None:
+    async def teardown(self, worker: distributed.Worker) -> None:
         with self._lock:
             opened, self._opened = self._opened, []
-        if opened:  # the loops belong to other threads; close them from a fresh one
-            closer = threading.Thread(target=_close_all, args=(opened,), daemon=True)
-            closer.start()
-            closer.join(timeout=10)
+        if opened:  # the loops belong to worker threads; close them from another thread
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.to_thread(_close_all, opened), 10)
 
     def _thread_runtime(self) -> tuple[asyncio.AbstractEventLoop, Runtime]:
         state = getattr(self._local, "state", None)
