@@ -128,8 +128,12 @@ class RuntimeHost(WorkerPlugin):
         state = getattr(self._local, "state", None)
         if state is None:
             loop = asyncio.new_event_loop()
-            runtime = self.spec.build()
-            loop.run_until_complete(runtime.open(1))
+            try:
+                runtime = self.spec.build()
+                loop.run_until_complete(runtime.open(1))
+            except BaseException:
+                loop.close()
+                raise
             state = self._local.state = (loop, runtime)
             with self._lock:
                 self._opened.append(state)
@@ -173,7 +177,7 @@ async def _guarded(runtime: Runtime, call: RuntimeCall, chunks: list[str] | None
             return job.result()
         if not still_wanted():
             job.cancel()
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await job
             raise _Abandoned
 
