@@ -116,11 +116,16 @@ class Endpoint:
     def provider(self, name: str) -> Provider:
         found = self._providers.get(name)
         if found is None:
-            if self._client is None:
-                self._client = make_http_client(UPSTREAM_CONNECTIONS, timeout=UPSTREAM_TIMEOUT)
             model = self.model if name == self.default_provider else None
-            found = self._providers[name] = make_provider(name, self.settings, self._client, model)
+            found = self._providers[name] = make_provider(name, self.settings, self._upstream,
+                                                          model)
         return found
+
+    def _upstream(self) -> httpx.AsyncClient:
+        """The client for vendor APIs, made on first use (echo and cli never need it)."""
+        if self._client is None:
+            self._client = make_http_client(UPSTREAM_CONNECTIONS, timeout=UPSTREAM_TIMEOUT)
+        return self._client
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -5,7 +5,7 @@ built on first use, so a missing key only matters to requests that pick that pro
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -29,10 +29,10 @@ class ProviderSettings:
     env: Mapping[str, str] = field(default_factory=lambda: os.environ)
 
 
-def make_provider(name: str, settings: ProviderSettings, client: httpx.AsyncClient,
-                  model: str | None = None) -> Provider:
-    """Build provider ``name`` (``model`` overrides the vendor's model variable);
-    ProviderError(400) when it is not configured."""
+def make_provider(name: str, settings: ProviderSettings,
+                  client: Callable[[], httpx.AsyncClient], model: str | None = None) -> Provider:
+    """Build provider ``name``; ``client()`` gives the shared HTTP client for vendor APIs and
+    ``model`` overrides the vendor's model variable. ProviderError(400) when not configured."""
     if name == "echo":
         from .echo import EchoProvider
 
@@ -40,15 +40,15 @@ def make_provider(name: str, settings: ProviderSettings, client: httpx.AsyncClie
     if name == "openai":
         from .openai import OpenAIProvider
 
-        return OpenAIProvider(client, settings.env, model)
+        return OpenAIProvider(client(), settings.env, model)
     if name == "anthropic":
         from .anthropic import AnthropicProvider
 
-        return AnthropicProvider(client, settings.env, model)
+        return AnthropicProvider(client(), settings.env, model)
     if name == "ollama":
         from .ollama import OllamaProvider
 
-        return OllamaProvider(client, settings.env, model)
+        return OllamaProvider(client(), settings.env, model)
     if name == "cli":
         from .cli import CliProvider
 

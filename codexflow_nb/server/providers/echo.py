@@ -98,12 +98,16 @@ class EchoProvider:
 
     def __init__(self, chunk_delay_ms: float = 0.0) -> None:
         self.chunk_delay = max(0.0, chunk_delay_ms) / 1000.0
+        self._system_chars: dict[str, int] = {}
 
     def _reply(self, request: AgentRequest, title: str, sections: list[str]) -> ProviderReply:
         text = "\n\n".join(sections)
-        prompt = system_prompt(request.agent) + "\n" + user_prompt(request)
+        key = request.agent.key
+        if key not in self._system_chars:
+            self._system_chars[key] = len(system_prompt(request.agent)) + 1
+        prompt_chars = self._system_chars[key] + len(user_prompt(request))
         # no model, no tokenizer: usage is the usual 4-characters-per-token estimate
-        usage = {"tokensIn": max(1, len(prompt) // 4), "tokensOut": max(1, len(text) // 4)}
+        usage = {"tokensIn": max(1, prompt_chars // 4), "tokensOut": max(1, len(text) // 4)}
         return ProviderReply(text=text, model="echo", usage=usage,
                              extra={"kind": title})
 
