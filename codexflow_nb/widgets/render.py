@@ -111,7 +111,7 @@ def summary_html(state: RunState, *, streamed: bool = True) -> str:
     tasks = "".join(
         f"<tr><td><code>{escape(t.key)}</code></td><td>{escape(t.alias)}</td><td>{_badge(t.status)}</td>"
         f"<td>{f'{t.ms:.0f}' if t.ms is not None else '-'}</td>"
-        f"<td>{escape((t.error or t.summary or '')[:160])}</td></tr>"
+        f"<td style='text-align:left'>{escape((t.error or t.summary or '')[:160])}</td></tr>"
         for t in state.tasks.values())
     return (f"<div class='codexflow-summary'><p><b>codexflow</b> · {escape(headline(state))}</p>"
             "<table><thead><tr><th>alias</th><th>agent</th><th>limit</th><th>tasks</th>"

@@ -17,11 +17,12 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..aliases import Aliases
 from ..api import Run, RunResult, prepare_run
 from ..errors import CodexFlowError, ConfigError
 from ..events import TERMINAL_KINDS, Event
 from ..plan import Plan
-from ..registry import Registry
+from ..registry import Registry, load_registry
 from .aliases import _error_html
 from .coalesce import Throttle
 from .render import bundle, headline, render_html, tail
@@ -152,10 +153,13 @@ class RunPanel(w.VBox):
 
     def reset(self, plan: Plan | None = None) -> None:
         """Empty progress and outputs for a plan (the source's plan when not given)."""
+        inputs = dict(self._source())
         if plan is None:
-            plan = _plan_from(dict(self._source()))
+            plan = _plan_from(inputs)
         self._throttle.cancel()
         self.state = RunState(plan)
+        for alias, limit in self._limits(plan, inputs).items():
+            self.state.aliases[alias].limit = limit
         self.result = None
         self.alias_bars = {a: w.IntProgress(value=0, min=0, max=max(1, s.total), description=a,
                                             layout=w.Layout(width="60%"))
@@ -169,6 +173,20 @@ class RunPanel(w.VBox):
         self.summary.value = ""
         self.analysis_button.disabled = True
         self._render_progress()
+
+    def _limits(self, plan: Plan, inputs: Mapping[str, Any]) -> dict[str, int]:
+        """Each alias's parallel-task limit, shown before the run starts ({} if invalid)."""
+        aliases = inputs.get("aliases")
+        try:
+            if self.registry is None:
+                self.registry = load_registry()
+            if not isinstance(aliases, Aliases):
+                aliases = (Aliases.from_file(aliases) if isinstance(aliases, (str, os.PathLike))
+                           else Aliases(aliases))
+            resolved = plan.validate(inputs.get("registry") or self.registry, aliases)
+        except ConfigError:
+            return {}  # Run reports the problems
+        return {a: r.max_parallel_tasks for a, r in resolved.items()}
 
     # -- running ----------------------------------------------------------------------------
     def _click_run(self) -> None:
@@ -251,11 +269,13 @@ class RunPanel(w.VBox):
         self._render_progress()
         s = self.state
         if s.complete:
-            self.message.value = escape(headline(s))
-            self.summary.value = bundle(s, final=True)["text/html"]
+            self.message.value = ""  # the progress line says how the run ended
             self.analysis_button.disabled = self.result is None or self.result.log_file is None
-            if self._static is not None:
+            if self._static is not None:  # the summary goes below the widget, where it stays
                 self._static.update(bundle(s, final=True), raw=True)
+                self.summary.value = "<i>summary below</i>"
+            else:
+                self.summary.value = bundle(s, final=True)["text/html"]
 
     # -- rendering ----------------------------------------------------------------------------
     def _flush(self, key: Hashable) -> None:
@@ -276,6 +296,9 @@ class RunPanel(w.VBox):
         for alias, a in s.aliases.items():
             if alias in self.alias_bars:
                 self.alias_bars[alias].value = a.done
+                failed = a.done - a.counts.get("completed", 0)
+                self.alias_bars[alias].bar_style = ("danger" if failed else
+                                                    "success" if a.done == a.total else "")
                 limit = a.limit if a.limit is not None else "-"
                 self.alias_labels[alias].value = (f"{a.done}/{a.total} done · running "
                                                   f"{a.running}/{limit}")
