@@ -155,9 +155,11 @@ class Plan:
         if not self.tasks:
             raise PlanError(f"{self.source}: the plan is empty")
         seen: set[str] = set()
+        duplicates: set[str] = set()  # a later phase's implicit edge to a twin is no self-loop
         for t in self.tasks:
             if t.key in seen:
                 problems.append(f"{self.source}: duplicate task id {t.key!r}")
+                duplicates.add(t.key)
             seen.add(t.key)
         resolved: dict[str, ResolvedAlias] = {}
         for alias in dict.fromkeys(t.alias for t in self.tasks):
@@ -168,7 +170,7 @@ class Plan:
         deps = self.edges()
         for key, ds in self._edge_list():
             for d in ds:
-                if d == key:
+                if d == key and key not in duplicates:
                     problems.append(f"{self.source}: task {key!r} depends on itself")
                 elif d not in deps:
                     problems.append(f"{self.source}: task {key!r} depends on unknown task {d!r}")

@@ -208,6 +208,13 @@ def test_a_50_mb_task_map_on_stdin_is_refused_by_size(tmp_path):
     assert snapshot(cwd) == before
 
 
+def test_duplicate_ids_are_not_also_reported_as_self_dependencies(cwd, monkeypatch, capsys):
+    monkeypatch.chdir(cwd)
+    assert main(["run", "--plan-file", "bad/plans/duplicate-ids.yaml"]) == 2
+    assert capsys.readouterr().err == (
+        "codex-flow: error: bad/plans/duplicate-ids.yaml: duplicate task id 'twin'\n")
+
+
 def test_corpus_is_complete():
     """Every file of the corpus is used by a case (so no case silently goes missing)."""
     used = set()
