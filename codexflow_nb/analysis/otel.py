@@ -9,9 +9,9 @@ an OpenTelemetry collector's ``otlpjsonfile`` receiver).
 from __future__ import annotations
 
 import hashlib
-import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .frames import tasks_frame
@@ -29,18 +29,49 @@ def to_otel(events: pd.DataFrame, *, pricing: Pricing | str | None = None,
 
     table = as_pricing(pricing)
     tasks = tasks_frame(events, pricing=table)
+    ev = events[events["run"].notna()]
+    runs = _runs(ev, tasks)
+    retries = _retries(events[events["kind"] == "task_retry"])
+    t = _columns(tasks, ["run", "task_id", "key", "alias", "agent", "status", "model", "phase",
+                         "attempts", "tokens_in", "tokens_out", "queued_ms", "depends_on", "cost",
+                         "error_type", "error_message"])
+    start = _nanos(tasks["started"].fillna(tasks["queued"]).fillna(tasks["finished"]))
+    end = _nanos(tasks["finished"])
+    providers = {m: (p.provider if (p := table.lookup(m)) else None) for m in set(t["model"])}
+    children: dict[str, list[dict[str, Any]]] = {}
+    for i in range(len(tasks)):
+        run_id = t["run"][i]
+        run_end = runs[run_id]["end"]
+        s = start[i] if start[i] is not None else run_end
+        e = end[i] if end[i] is not None else run_end
+        status_name = t["status"][i]
+        attrs = {
+            "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": t["alias"][i],
+            "gen_ai.agent.id": t["agent"][i], "gen_ai.response.model": t["model"][i],
+            "gen_ai.provider.name": providers[t["model"][i]],
+            "gen_ai.usage.input_tokens": t["tokens_in"][i],
+            "gen_ai.usage.output_tokens": t["tokens_out"][i],
+            "codexflow.task.id": t["task_id"][i], "codexflow.task.key": t["key"][i],
+            "codexflow.task.status": status_name, "codexflow.task.attempts": t["attempts"][i],
+            "codexflow.task.phase": t["phase"][i], "codexflow.task.queued_ms": t["queued_ms"][i],
+            "codexflow.task.depends_on": t["depends_on"][i], "codexflow.cost_usd": t["cost"][i],
+        }
+        status: dict[str, Any] = {"code": STATUS_OK if status_name == "completed" else STATUS_UNSET}
+        if status_name in _ERROR_STATUSES:
+            attrs["error.type"] = t["error_type"][i] or status_name
+            status = {"code": STATUS_ERROR, "message": t["error_message"][i] or status_name}
+        span = {"traceId": runs[run_id]["trace"], "spanId": _span_id(f"task:{run_id}:{t['task_id'][i]}"),
+                "parentSpanId": runs[run_id]["span"], "name": f"invoke_agent {t['alias'][i]}",
+                "kind": SPAN_KIND_INTERNAL, "startTimeUnixNano": str(s),
+                "endTimeUnixNano": str(max(e, s)), "attributes": _attrs(attrs), "status": status}
+        events_of = retries.get((run_id, t["task_id"][i]))
+        if events_of:
+            span["events"] = events_of
+        children.setdefault(run_id, []).append(span)
     spans: list[dict[str, Any]] = []
-    ev_runs = events[events["run"].notna()]
-    retries = events[events["kind"] == "task_retry"]
-    for run_id, run_events in ev_runs.groupby("run", observed=True, sort=False):
-        run_tasks = tasks[tasks["run"] == run_id]
-        spans.append(_root_span(str(run_id), run_events, run_tasks))
-        root_id = _span_id(f"run:{run_id}")
-        trace_id = _trace_id(str(run_id))
-        run_end = run_events["ts"].max()
-        run_retries = retries[retries["run"] == run_id]
-        for row in run_tasks.itertuples(index=False):
-            spans.append(_task_span(row, trace_id, root_id, run_end, run_retries, table))
+    for run_id, info in runs.items():
+        spans.append(info["root"])
+        spans.extend(children.get(run_id, []))
     resource = {"attributes": _attrs({"service.name": service_name,
                                       "telemetry.sdk.name": "codexflow_nb",
                                       "telemetry.sdk.language": "python",
@@ -50,69 +81,83 @@ def to_otel(events: pd.DataFrame, *, pricing: Pricing | str | None = None,
                                "scopeSpans": [{"scope": scope, "spans": spans}]}]}
 
 
-def _root_span(run_id: str, ev: pd.DataFrame, tasks: pd.DataFrame) -> dict[str, Any]:
-    started = ev[ev["kind"] == "run_started"]
-    complete = ev[ev["kind"] == "run_complete"]
-    not_done = int((tasks["status"] != "completed").sum())
-    attrs: dict[str, Any] = {
-        "gen_ai.operation.name": "invoke_workflow", "gen_ai.agent.name": "codex-flow",
-        "codexflow.run.id": run_id, "codexflow.run.tasks": len(tasks),
-        "codexflow.run.sessions": max(1, len(started)),
-        "gen_ai.usage.input_tokens": _int(tasks["tokens_in"].sum(min_count=1)),
-        "gen_ai.usage.output_tokens": _int(tasks["tokens_out"].sum(min_count=1)),
-        "codexflow.cost_usd": _float(tasks["cost"].sum(min_count=1)),
-    }
-    if len(started) and pd.notna(started["runtime"].iloc[-1]):
-        attrs["codexflow.runtime"] = str(started["runtime"].iloc[-1])
-    ok = bool(complete["ok"].iloc[-1]) if len(complete) and pd.notna(complete["ok"].iloc[-1]) else None
-    if ok is None:
-        ok = not_done == 0 and len(complete) > 0
-    status = ({"code": STATUS_OK} if ok else
-              {"code": STATUS_ERROR, "message": f"{not_done} of {len(tasks)} task(s) did not complete"
-               + ("" if len(complete) else "; the run has no run_complete event")})
-    return {"traceId": _trace_id(run_id), "spanId": _span_id(f"run:{run_id}"),
-            "name": "invoke_workflow codex-flow", "kind": SPAN_KIND_INTERNAL,
-            "startTimeUnixNano": _nanos(ev["ts"].min()), "endTimeUnixNano": _nanos(ev["ts"].max()),
-            "attributes": _attrs(attrs), "status": status}
+def _runs(ev: pd.DataFrame, tasks: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Root span and ids per run, in order of first appearance."""
+    run_key = ev["run"].astype(str)
+    span = ev.groupby(run_key, sort=False)["ts"].agg(["min", "max"])
+    starts = ev[ev["kind"] == "run_started"]
+    runtime = starts.groupby(starts["run"].astype(str))["runtime"].last()
+    sessions = starts.groupby(starts["run"].astype(str)).size()
+    done = ev[ev["kind"] == "run_complete"]
+    ok = done.groupby(done["run"].astype(str))["ok"].last()
+    tg = tasks.groupby(tasks["run"].astype(str))
+    per = pd.DataFrame({"tasks": tg.size(), "not_done": tg["status"].agg(lambda s: int((s != "completed").sum())),
+                        "tokens_in": tg["tokens_in"].sum(min_count=1),
+                        "tokens_out": tg["tokens_out"].sum(min_count=1),
+                        "cost": tg["cost"].sum(min_count=1)})
+    out: dict[str, dict[str, Any]] = {}
+    first, last = _nanos(span["min"]), _nanos(span["max"])
+    for i, run_id in enumerate(span.index):
+        row = per.loc[run_id] if run_id in per.index else None
+        n_tasks = int(row["tasks"]) if row is not None else 0
+        not_done = int(row["not_done"]) if row is not None else 0
+        attrs = {"gen_ai.operation.name": "invoke_workflow", "gen_ai.agent.name": "codex-flow",
+                 "codexflow.run.id": run_id, "codexflow.run.tasks": n_tasks,
+                 "codexflow.run.sessions": max(1, int(sessions.get(run_id, 0))),
+                 "codexflow.runtime": _py(runtime.get(run_id)),
+                 "gen_ai.usage.input_tokens": _py(row["tokens_in"]) if row is not None else None,
+                 "gen_ai.usage.output_tokens": _py(row["tokens_out"]) if row is not None else None,
+                 "codexflow.cost_usd": _py(row["cost"]) if row is not None else None}
+        finished = _py(ok.get(run_id))
+        if finished is None:
+            finished = not_done == 0 and run_id in ok.index
+        status = ({"code": STATUS_OK} if finished else
+                  {"code": STATUS_ERROR, "message": f"{not_done} of {n_tasks} task(s) did not complete"
+                   + ("" if run_id in ok.index else "; the run has no run_complete event")})
+        trace, root = _trace_id(run_id), _span_id(f"run:{run_id}")
+        out[run_id] = {"trace": trace, "span": root, "end": last[i], "root": {
+            "traceId": trace, "spanId": root, "name": "invoke_workflow codex-flow",
+            "kind": SPAN_KIND_INTERNAL, "startTimeUnixNano": str(first[i]),
+            "endTimeUnixNano": str(last[i]), "attributes": _attrs(attrs), "status": status}}
+    return out
 
 
-def _task_span(row: Any, trace_id: str, parent: str, run_end: pd.Timestamp,
-               retries: pd.DataFrame, pricing: Pricing) -> dict[str, Any]:
-    start = next((t for t in (row.started, row.queued, row.finished) if pd.notna(t)), run_end)
-    end = row.finished if pd.notna(row.finished) else run_end
-    model = str(row.model) if pd.notna(row.model) else None
-    price = pricing.lookup(model)
-    attrs: dict[str, Any] = {
-        "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": str(row.alias),
-        "gen_ai.agent.id": str(row.agent), "gen_ai.response.model": model,
-        "gen_ai.provider.name": price.provider if price else None,
-        "gen_ai.usage.input_tokens": _int(row.tokens_in),
-        "gen_ai.usage.output_tokens": _int(row.tokens_out),
-        "codexflow.task.id": str(row.task_id), "codexflow.task.key": str(row.key),
-        "codexflow.task.status": str(row.status), "codexflow.task.attempts": _int(row.attempts),
-        "codexflow.task.phase": _int(row.phase), "codexflow.task.queued_ms": _float(row.queued_ms),
-        "codexflow.task.depends_on": str(row.depends_on) if isinstance(row.depends_on, str) else None,
-        "codexflow.cost_usd": _float(row.cost),
-    }
-    status: dict[str, Any] = {"code": STATUS_OK} if row.status == "completed" else {"code": STATUS_UNSET}
-    if row.status in _ERROR_STATUSES:
-        attrs["error.type"] = str(row.error_type) if pd.notna(row.error_type) else str(row.status)
-        message = row.error_message if isinstance(row.error_message, str) else str(row.status)
-        status = {"code": STATUS_ERROR, "message": message}
-    span_events = [
-        {"timeUnixNano": _nanos(r.ts), "name": "retry",
-         "attributes": _attrs({"codexflow.retry.attempt": _int(r.attempt),
-                               "error.type": str(r.error_type) if pd.notna(r.error_type) else None,
-                               "codexflow.retry.delay_ms": _float(r.delay_ms)})}
-        for r in retries[retries["task_id"] == row.task_id].itertuples(index=False)]
-    span = {"traceId": trace_id, "spanId": _span_id(f"task:{row.run}:{row.task_id}"),
-            "parentSpanId": parent, "name": f"invoke_agent {row.alias}",
-            "kind": SPAN_KIND_INTERNAL, "startTimeUnixNano": _nanos(start),
-            "endTimeUnixNano": _nanos(max(end, start)), "attributes": _attrs(attrs),
-            "status": status}
-    if span_events:
-        span["events"] = span_events
-    return span
+def _retries(retries: pd.DataFrame) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    cols = _columns(retries, ["run", "task_id", "attempt", "error_type", "delay_ms"])
+    times = _nanos(retries["ts"])
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for i in range(len(retries)):
+        out.setdefault((cols["run"][i], cols["task_id"][i]), []).append({
+            "timeUnixNano": str(times[i]), "name": "retry",
+            "attributes": _attrs({"codexflow.retry.attempt": cols["attempt"][i],
+                                  "error.type": cols["error_type"][i],
+                                  "codexflow.retry.delay_ms": cols["delay_ms"][i]})})
+    return out
+
+
+def _columns(frame: pd.DataFrame, names: list[str]) -> dict[str, list[Any]]:
+    """Plain Python lists (None for missing) for a fast row loop."""
+    return {n: [_py(v) for v in frame[n].astype(object).tolist()] for n in names}
+
+
+def _py(value: Any) -> Any:
+    """A JSON-ready Python value: None for NA/NaN, int/float/str/bool otherwise."""
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return str(value)
+
+
+def _nanos(times: pd.Series) -> list[int | None]:
+    """Unix nanoseconds (None for NaT); OTLP/JSON carries them as strings."""
+    values = pd.to_datetime(times, utc=True).dt.as_unit("ns")
+    ints = values.to_numpy(dtype="datetime64[ns]").view("int64").tolist()
+    return [None if isna else v for v, isna in zip(ints, values.isna().tolist(), strict=True)]
 
 
 def _trace_id(run_id: str) -> str:
@@ -123,29 +168,18 @@ def _span_id(name: str) -> str:
     return hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
 
 
-def _nanos(ts: pd.Timestamp) -> str:
-    return str(int(pd.Timestamp(ts).value))  # OTLP/JSON carries 64-bit integers as strings
-
-
-def _int(value: Any) -> int | None:
-    return None if value is None or pd.isna(value) else int(value)
-
-
-def _float(value: Any) -> float | None:
-    return None if value is None or pd.isna(value) or math.isinf(float(value)) else float(value)
-
-
 def _attrs(values: dict[str, Any]) -> list[dict[str, Any]]:
     """OTLP ``KeyValue`` list; ``None`` values are left out."""
     out = []
     for key, v in values.items():
         if v is None:
             continue
-        if isinstance(v, bool):
+        kind = type(v)
+        if kind is bool:
             value: dict[str, Any] = {"boolValue": v}
-        elif isinstance(v, int):
+        elif kind is int:
             value = {"intValue": str(v)}
-        elif isinstance(v, float):
+        elif kind is float:
             value = {"doubleValue": v}
         else:
             value = {"stringValue": str(v)}
