@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -240,3 +241,53 @@ def vendors_app(openai: FakeVendor, anthropic: FakeVendor, ollama: FakeVendor,
     return Starlette(routes=[Mount("/openai", fake_openai(openai, openai_key)),
                              Mount("/anthropic", fake_anthropic(anthropic, anthropic_key)),
                              Mount("/ollama", fake_ollama(ollama))])
+
+
+class RawServer:
+    """A bare TCP server for faults HTTP servers will not produce. ``behaviour``:
+    ``reset`` (read the request, then RST), ``half`` (headers promising 100 bytes, 20 sent,
+    then close), ``stall`` (read the request, never answer)."""
+
+    def __init__(self, behaviour: str) -> None:
+        self.behaviour = behaviour
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            conn.settimeout(5)
+            try:
+                conn.recv(65536)
+            except OSError:
+                conn.close()
+                continue
+            if self.behaviour == "reset":
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+            elif self.behaviour == "half":
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                             b"content-length: 100\r\n\r\n" + b'{"summary": "half a ')
+                conn.close()
+            else:
+                self._held.append(conn)
+
+    def __enter__(self) -> RawServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for conn in self._held:
+            conn.close()
+        self._sock.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import ServerThread, closed_port, misbehaving_app
+from servers import RawServer, ServerThread, closed_port, misbehaving_app
 
 from codexflow_nb.api import RunResult, run_async
 from codexflow_nb.events import TERMINAL_KINDS
@@ -317,3 +317,24 @@ def test_a_key_with_control_characters_is_a_config_error() -> None:
         CodexRuntime("http://127.0.0.1:1", api_key="abc\r\nx-evil: 1")
     assert "evil" not in str(info.value)
     assert CodexRuntime("http://127.0.0.1:1", api_key=" k1 \n")._api_key == "k1"
+
+
+@pytest.mark.parametrize(("behaviour", "stream"), [("reset", False), ("half", False),
+                                                  ("reset", True)])
+def test_broken_connections_are_retryable_connection_errors(tmp_path: Path, behaviour: str,
+                                                            stream: bool) -> None:
+    with RawServer(behaviour) as raw:
+        result, events = run_codex(tmp_path, raw.url, ONE, retries=1, stream=stream)
+    assert len([e for e in events if e["kind"] == "task_retry"]) == 1
+    (event,) = terminal_events(events)
+    assert event["kind"] == "task_failed" and event["attempt"] == 2
+    assert event["error"]["type"] == "ConnectionError"
+    assert event["error"]["message"].startswith("connection broke talking to")
+    assert output_of(tmp_path, event)["output"] is None
+
+
+def test_a_stalled_server_times_out(tmp_path: Path) -> None:
+    with RawServer("stall") as raw:
+        result, events = run_codex(tmp_path, raw.url, ONE, timeout_ms=300)
+    (event,) = terminal_events(events)
+    assert event["kind"] == "task_timeout"

@@ -17,6 +17,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 from httpx_sse import SSEError, aconnect_sse
@@ -253,5 +254,8 @@ class CodexRuntime:
         detail = str(cause or exc) or type(cause or exc).__name__
         if is_timeout(exc):
             return TimeoutError(self._clean(detail))
-        return RuntimeFailure(f"cannot reach {self.url}: {self._clean(preview(detail))}",
+        connecting = isinstance(cause, aiohttp.ClientConnectorError) or (
+            cause is None and isinstance(exc, httpx.ConnectError))
+        what = "cannot reach" if connecting else "connection broke talking to"
+        return RuntimeFailure(f"{what} {self.url}: {self._clean(preview(detail))}",
                               type="ConnectionError", retryable=True)
