@@ -15,6 +15,8 @@ import pytest
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
+NBVAL_MARKERS = {"NBVAL_IGNORE_OUTPUT", "NBVAL_CHECK_OUTPUT", "NBVAL_RAISES_EXCEPTION",
+                 "NBVAL_SKIP"}
 
 
 def _code_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
@@ -45,6 +47,42 @@ def test_notebook_is_stored_executed(path: Path) -> None:
             if out.output_type == "stream" and out.name == "stderr":
                 assert "Traceback (most recent call last)" not in out.text, (
                     f"{path.name}: code cell {n} stored with a traceback on stderr")
+
+
+def marker_problems(source: str) -> list[str]:
+    """Problems with the nbval comment markers of one cell's source.
+
+    nbval only honours a comment that is exactly the marker and silently ignores, say,
+    ``# NBVAL_IGNORE_OUTPUT: because ...``; an ignored cell says why on the next line.
+    """
+    problems = []
+    lines = [line.strip() for line in source.splitlines()]
+    for i, line in enumerate(lines):
+        if not (line.startswith("#") and "NBVAL_" in line):
+            continue
+        marker = line.lstrip("#").strip()
+        if marker not in NBVAL_MARKERS:
+            problems.append(f"{line!r} is not a marker nbval recognises (put it alone on its line)")
+        elif marker in ("NBVAL_IGNORE_OUTPUT", "NBVAL_SKIP"):
+            reason = lines[i + 1] if i + 1 < len(lines) else ""
+            if not reason.startswith("# why:"):
+                problems.append(f"{marker} needs a '# why: ...' line after it")
+    return problems
+
+
+def test_marker_problems_catches_ignored_and_unexplained_markers() -> None:
+    assert marker_problems("# NBVAL_IGNORE_OUTPUT\n# why: timestamps\nx") == []
+    assert len(marker_problems("# NBVAL_IGNORE_OUTPUT: timestamps\nx")) == 1
+    assert len(marker_problems("# NBVAL_IGNORE_OUTPUT\nx")) == 1
+    assert marker_problems("print('NBVAL_ is just text here')") == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_nbval_markers_are_exact_and_explained(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    for n, cell in enumerate(_code_cells(nb), 1):
+        problems = marker_problems(cell.source)
+        assert not problems, f"{path.name}: code cell {n}: {'; '.join(problems)}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
