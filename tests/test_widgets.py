@@ -30,6 +30,7 @@ from codexflow_nb.widgets import (
     TaskEditor,
     build_figure,
     dashboard,
+    run_live,
 )
 from codexflow_nb.widgets.coalesce import Throttle
 from codexflow_nb.widgets.plan_graph import PALETTE, PLOTLY_MIME, layout_plan
@@ -369,6 +370,7 @@ def test_run_panel_progress_reaches_totals_and_outputs_receive_chunks(workdir: P
     panel = RunPanel(EXAMPLE, on_event=seen, latency_ms=40, chunks=5, aliases={
         "reviewer": {"id": "code-analyzer"}, "architect": {"id": "system-architect"}})
     assert panel.overall.max == 3 and panel.overall.value == 0
+    assert shown(panel.alias_labels["reviewer"]) == "0/2 done · running 0/2"  # limit known early
     result = asyncio.run(panel.run_async())
     assert result is not None and result.ok
     assert panel.overall.value == panel.overall.max == 3
@@ -415,7 +417,7 @@ def test_run_button_starts_a_task_on_the_loop_and_stop_cancels_every_task(workdi
     assert {e["kind"] for e in terminal} == {"task_cancelled"}
     assert seen.kinds("run_complete")[0]["cancelled"] == "stopped from the dashboard"
     assert panel.overall.value == panel.overall.max == 7  # done = ended, whatever the status
-    assert "cancelled: stopped from the dashboard" in shown(panel.message)
+    assert "cancelled: stopped from the dashboard" in shown(panel.overall_label)
     assert not panel.running and not panel.run_button.disabled and panel.stop_button.disabled
     assert panel.overall.bar_style == "danger"
 
@@ -572,6 +574,7 @@ def test_dashboard_composes_the_widgets_and_runs_the_example(workdir: Path, shel
     assert set(dash.graph.statuses.values()) == {"completed"}
     assert [b.value for b in dash.panel.alias_bars.values()] == [b.max for b in dash.panel.alias_bars.values()]
     summary = updates.outputs[-1].data["text/html"]  # the static summary, for shared notebooks
+    assert updates.outputs[-1].update and "summary below" in shown(dash.panel.summary)
     assert "codexflow-summary" in summary and "tester-1" in summary and "completed" in summary
 
 
@@ -614,3 +617,19 @@ def test_live_view_and_static_renderings() -> None:
     assert "it broke" in final["text/html"] and "failed" in final["text/plain"]
     state = RunState(plan)
     assert state.total == 3 and state.done == 0
+
+
+def test_run_live_shows_a_run_without_widgets(workdir: Path, shell: Any) -> None:
+    from IPython.utils.capture import capture_output
+
+    seen = Collector()
+    with capture_output() as cap:
+        result = asyncio.run(run_live(EXAMPLE, on_event=seen, stream=True, latency_ms=20,
+                                      log_file=None, runs_dir=None, aliases={
+                                          "reviewer": {"id": "code-analyzer"},
+                                          "architect": {"id": "system-architect"}}))
+    assert result.ok and seen.kinds("run_complete")
+    first, last = cap.outputs[0], cap.outputs[-1]
+    assert "not started" in first.data["text/plain"] and not first.update
+    assert last.update and "codexflow-summary" in last.data["text/html"]
+    assert all(set(o.data) == {"text/html", "text/plain"} for o in cap.outputs)

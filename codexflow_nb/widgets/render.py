@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..events import Event
 from ..plan import Plan
+
+if TYPE_CHECKING:
+    from ..api import RunResult
 from .coalesce import Throttle
 from .state import RunState, TaskState
 
@@ -183,3 +186,24 @@ class LiveView:
     def _flush(self, _key: Hashable) -> None:
         self.updates += 1
         self._publish(bundle(self.state))
+
+
+async def run_live(tasks: Any = None, *, plan: Any = None, interval: float = 0.1,
+                   **kwargs: Any) -> RunResult:
+    """Run in this cell and show it with a :class:`LiveView` (HTML, no widgets needed):
+    ``await run_live(tasks, aliases=..., stream=True)``. Other arguments go to ``prepare_run``."""
+    from ..api import prepare_run
+    from .run_panel import _plan_from
+
+    the_plan = _plan_from({"tasks": tasks, "plan": plan})
+    view = LiveView(the_plan, interval=interval)
+    extra = kwargs.pop("on_event", None)
+
+    def on_event(event: Event) -> None:
+        view(event)
+        if extra is not None:
+            extra(event)
+
+    run = prepare_run(plan=the_plan, on_event=on_event, **kwargs)
+    view.show()
+    return await run.execute()
