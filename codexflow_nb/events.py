@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -71,7 +72,8 @@ class JsonlSink:
     """Appends one JSON object per line with a single ``write`` (O_APPEND), so concurrent
     writers never interleave within a line and a crash tears at most the last line.
 
-    ``fsync``: ``every`` event, ``batch`` (at most a second apart and on close) or ``never``.
+    ``fsync``: ``every`` event, ``batch`` (a background timer syncs within about a second of
+    a write, and ``close`` syncs the rest; the writer never waits for the disk) or ``never``.
     """
 
     def __init__(self, path: str | os.PathLike[str], fsync: str = "batch") -> None:
@@ -85,8 +87,10 @@ class JsonlSink:
         except OSError as exc:
             raise RunStorageError(f"{self.path}: cannot open the event log: "
                                   f"{exc.strerror or exc}") from None
-        self._last_sync = time.monotonic()
-        self._dirty = False
+        self._writes = 0  # lines written, and how many of them are known to be synced
+        self._synced = 0
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()  # the timer's fsync against close()
         self._torn = False  # a short write left part of a line: end it before the next one
         self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
@@ -103,14 +107,12 @@ class JsonlSink:
                 self._torn = not self._end_torn_line(written, data)
                 raise OSError(errno.ENOSPC, "short write (disk full or file too large)")
             self._torn = False
+            self._writes += 1
             if self.fsync == "every":
                 os.fsync(self._fd)
-            elif self.fsync == "batch":
-                self._dirty = True
-                now = time.monotonic()
-                if now - self._last_sync >= 1.0:
-                    os.fsync(self._fd)
-                    self._last_sync, self._dirty = now, False
+                self._synced = self._writes
+            elif self.fsync == "batch" and self._timer is None:
+                self._sync_later()
         except OSError as exc:
             raise RunStorageError(f"{self.path}: cannot write the event log: "
                                   f"{exc.strerror or exc}") from None
@@ -125,14 +127,38 @@ class JsonlSink:
         except OSError:
             return False
 
+    def _sync_later(self) -> None:
+        with self._lock:
+            if self._timer is None and self._fd >= 0:
+                self._timer = threading.Timer(1.0, self._timed_sync)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _timed_sync(self) -> None:
+        with self._lock:  # the timer stays set while syncing, so writers do not wait on it
+            if self._fd >= 0:
+                seen = self._writes
+                try:
+                    os.fsync(self._fd)
+                    self._synced = seen
+                except OSError:  # a failing disk shows up on the next write
+                    pass
+            self._timer = None
+        if self._fd >= 0 and self._writes != self._synced:  # lines written meanwhile
+            self._sync_later()
+
     def close(self) -> None:
-        if self._fd < 0:
-            return
-        try:
-            if self.fsync != "never" and self._dirty:
-                os.fsync(self._fd)
-        except OSError:
-            pass
-        finally:
-            os.close(self._fd)
-            self._fd = -1
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._fd < 0:
+                return
+            try:
+                if self.fsync != "never" and self._writes != self._synced:
+                    os.fsync(self._fd)
+            except OSError:
+                pass
+            finally:
+                os.close(self._fd)
+                self._fd = -1

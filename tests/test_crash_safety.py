@@ -299,3 +299,30 @@ def test_sink_never_glues_a_line_onto_a_torn_one(tmp_path):
     assert len(torn) == 1 and len(torn[0]) > 0  # the fragment stands alone on its line
     assert parsed[-1] == {"i": "after", "pad": "y"}
     assert [p["i"] for p in parsed[:-1]] == list(range(len(parsed) - 1))
+
+
+@pytest.mark.parametrize("policy", ["every", "batch", "never"])
+def test_fsync_policies(tmp_path, monkeypatch, policy):
+    """every: one fsync per line; batch: a timer syncs soon after a write without a further
+    write, and close syncs what is left; never: no fsync at all."""
+    from codexflow_nb.events import JsonlSink
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    sink = JsonlSink(tmp_path / "events.jsonl", fsync=policy)
+    for i in range(5):
+        sink.write({"i": i})
+    if policy == "every":
+        assert synced == [sink._fd] * 5
+    elif policy == "batch":
+        guard = time.monotonic() + 30
+        while not synced:  # the timer fires without another write
+            assert time.monotonic() < guard, "no timed fsync"
+            time.sleep(0.05)
+        assert sink._synced == sink._writes == 5
+        sink.write({"i": "late"})
+    sink.close()
+    expected = {"every": 5, "batch": 2, "never": 0}[policy]
+    assert len(synced) == expected
+    assert len((tmp_path / "events.jsonl").read_text().splitlines()) == 5 + (policy == "batch")
