@@ -5,7 +5,8 @@
 * Decomposer ``heuristic``: plan & design -> build (in parallel) -> test & validate.
 * Decomposer ``llm``: asks the endpoint's ``planner`` agent (the codex runtime contract) for a JSON
   plan and validates it. A reply that is not a valid plan is logged as ``decomposer_invalid`` and
-  the heuristic plan is used instead, loudly (an event, a log warning, and ``Planned.warnings``).
+  the heuristic plan is used instead, loudly: a :class:`PlannerWarning`, ``Planned.warnings``, and
+  the event in the run's log.
 * Revision (``--revise-plan``): after each phase, :func:`make_reviser` revises the phases left.
 """
 
@@ -15,6 +16,7 @@ import asyncio
 import json
 import logging
 import re
+import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from .aliases import Aliases, ResolvedAlias
 from .context import redact, shares_with
 from .errors import ConfigError
-from .events import utc_now_iso
 from .plan import Phase, Plan, PlanRevision, PlanTask, _fresh_key
 from .registry import AgentDef, Registry
 from .routing import route_text
@@ -209,6 +210,10 @@ PLAN_FORMAT = ('{"phases": [{"name": "...", "mode": "parallel" or "sequential", 
                '[{"id": "...", "alias": "...", "task": "...", "dependsOn": ["<task id>", ...]}]}]}')
 
 
+class PlannerWarning(UserWarning):
+    """The planner's output was unusable and a fallback was taken."""
+
+
 class PlannerOutputError(ValueError):
     """The planner agent replied with something that is not a usable plan."""
 
@@ -312,9 +317,8 @@ async def decompose_llm(goal: str, registry: Registry, aliases: Aliases | None =
         fallback = decompose_heuristic(goal, registry, book.aliases())
         reason = str(exc)
         message = f"the planner's plan is invalid, using the heuristic plan instead: {reason}"
-        log.warning(message)
-        fallback.plan.events.append({"kind": "decomposer_invalid", "ts": utc_now_iso(),
-                                     "decomposer": "llm", "stage": "decompose",
+        warnings.warn(message, PlannerWarning, stacklevel=2)
+        fallback.plan.events.append({"kind": "decomposer_invalid", "decomposer": "llm", "stage": "decompose",
                                      "fallback": "heuristic", "reason": reason})
         fallback.warnings.append(message)
         return fallback

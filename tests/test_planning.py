@@ -26,6 +26,7 @@ from codexflow_nb.events import TERMINAL_KINDS
 from codexflow_nb.plan import Plan
 from codexflow_nb.planner import (
     AliasBook,
+    PlannerWarning,
     decompose_heuristic,
     decompose_llm,
     make_reviser,
@@ -342,15 +343,16 @@ def test_llm_decomposer_accepts_json_text(planner_server, registry):
     assert [t.key for t in _llm(planner_server, registry).plan.tasks] == ["schema", "api", "tests"]
 
 
-def test_llm_decomposer_cycle_falls_back_loudly(planner_server, registry, workdir, caplog):
+def test_llm_decomposer_cycle_falls_back_loudly(planner_server, registry, workdir):
     cyclic = {"phases": [{"tasks": [
         {"id": "x", "alias": "coder", "task": "x", "dependsOn": ["y"]},
         {"id": "y", "alias": "tester", "task": "y", "dependsOn": ["x"]}]}]}
     planner_server.replies.append({"summary": "plan", "output": cyclic})
-    planned = _llm(planner_server, registry)
+    with pytest.warns(PlannerWarning, match="using the heuristic plan instead: planner reply: "
+                                            "dependency cycle: x -> y -> x"):
+        planned = _llm(planner_server, registry)
     assert planned.plan.source == "planner (heuristic)"
     assert "dependency cycle: x -> y -> x" in planned.warnings[0]
-    assert "dependency cycle" in caplog.text
     (note,) = planned.plan.events
     assert note["kind"] == "decomposer_invalid" and "x -> y -> x" in note["reason"]
     # the note lands in the run's log right after run_started
@@ -365,7 +367,8 @@ def test_llm_decomposer_cycle_falls_back_loudly(planner_server, registry, workdi
 def test_llm_decomposer_not_json_falls_back(planner_server, registry):
     planner_server.replies.append({"summary": "Sure! First, design. Then build.",
                                    "output": "Phase 1: design the schema. Phase 2: build it."})
-    planned = _llm(planner_server, registry)
+    with pytest.warns(PlannerWarning):
+        planned = _llm(planner_server, registry)
     assert planned.plan.source == "planner (heuristic)"
     assert "the planner reply is not JSON" in planned.plan.events[0]["reason"]
 
@@ -373,7 +376,8 @@ def test_llm_decomposer_not_json_falls_back(planner_server, registry):
 def test_llm_decomposer_unknown_alias_is_invalid(planner_server, registry):
     planner_server.replies.append({"summary": "p", "output": [
         {"tasks": [{"alias": "wizard", "task": "magic"}]}]})
-    planned = _llm(planner_server, registry)
+    with pytest.warns(PlannerWarning):
+        planned = _llm(planner_server, registry)
     assert "'wizard' is neither an alias" in planned.plan.events[0]["reason"]
 
 
@@ -503,7 +507,9 @@ def test_cli_goal_llm_invalid_warns_and_falls_back(workdir, capsys, planner_serv
                  "--stub-latency-ms", "1"])
     captured = capsys.readouterr()
     assert code == 0
-    assert "warning: the planner's plan is invalid, using the heuristic plan" in captured.err
+    assert captured.err.count("the planner's plan is invalid") == 1  # said once, as a CLI line
+    assert "codex-flow: warning: the planner's plan is invalid, using the heuristic plan" \
+        in captured.err
     log = (workdir / "data/logs/events.jsonl").read_text()
     assert '"kind":"decomposer_invalid"' in log
 

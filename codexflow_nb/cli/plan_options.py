@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from ..aliases import Aliases
@@ -18,6 +19,7 @@ from ..plan import Phase, Plan, PlanTask, _fresh_key
 from ..planner import (
     AliasBook,
     Planned,
+    PlannerWarning,
     decompose_heuristic,
     decompose_llm,
     make_reviser,
@@ -124,9 +126,11 @@ def build_plan(args: argparse.Namespace) -> Plan | None:
     elif args.route_files:
         plan, aliases = routed_files_plan(args.route_files, registry, aliases)
     elif args.goal:
-        planned = _plan_goal(args, registry, aliases, runtime)
-        for warning in planned.warnings:
-            _warn(warning)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PlannerWarning)
+            planned = _plan_goal(args, registry, aliases, runtime)
+        for warning in caught:
+            _warn(str(warning.message))
         plan, aliases = planned.plan, planned.aliases
     else:
         plan = Plan.from_file(args.plan_file)
