@@ -508,10 +508,12 @@ def _everything_visible(panel: RunPanel | Dashboard) -> str:
 
 
 def test_the_key_is_never_echoed(workdir: Path, registry: Registry) -> None:
-    servers = pytest.importorskip("servers")
-    server_mod = pytest.importorskip("codexflow_nb.server")
+    from servers import ServerThread
+
+    from codexflow_nb.server import create_app
+
     seen = Collector()
-    with servers.ServerThread(server_mod.create_app(registry, token=KEY)) as server:
+    with ServerThread(create_app(registry, token=KEY)) as server:
         panel = RunPanel(EXAMPLE, on_event=seen, runtime="codex", url=server.url,
                          aliases={"reviewer": {"id": "code-analyzer"},
                                   "architect": {"id": "system-architect"}})
@@ -633,3 +635,24 @@ def test_run_live_shows_a_run_without_widgets(workdir: Path, shell: Any) -> None
     assert "not started" in first.data["text/plain"] and not first.update
     assert last.update and "codexflow-summary" in last.data["text/html"]
     assert all(set(o.data) == {"text/html", "text/plain"} for o in cap.outputs)
+
+
+@pytest.mark.slow
+def test_a_saved_notebook_keeps_the_static_summary(workdir: Path) -> None:
+    import nbclient
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+                    "import codexflow_nb\n"
+                    "dash = codexflow_nb.dashboard(latency_ms=20, log_file=None, runs_dir=None)\n"
+                    "dash"),
+                nbformat.v4.new_code_cell("result = await dash.run_async()\nprint(result.ok)")]
+    nbclient.NotebookClient(nb, timeout=60, kernel_name="python3",
+                            resources={"metadata": {"path": str(workdir)}}).execute()
+    widget, summary = nb.cells[0].outputs
+    assert "application/vnd.jupyter.widget-view+json" in widget["data"]
+    assert "reviewer-1" in widget["data"]["text/html"]  # the no-widget fallback
+    html = summary["data"]["text/html"]  # filled by the run in the next cell
+    assert "codexflow-summary" in html and html.count(">completed</span>") == 5
+    assert nb.cells[1].outputs[0]["text"].strip() == "True"
