@@ -34,7 +34,7 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-q
                  "--disable-sync", "--disable-dev-shm-usage"]
 DASHBOARD_CELL = """\
 import codexflow_nb
-dash = codexflow_nb.dashboard(latency_ms=1500, chunks=12)
+dash = codexflow_nb.dashboard(latency_ms=3000, chunks=12)
 dash"""
 
 _missing = [name for name, ok in (
@@ -153,6 +153,9 @@ def test_dashboard_runs_the_example_and_streams_in_jupyterlab(lab: tuple[str, st
     # streamed text shows while the tasks still run: open the first task's output area
     page.locator(".jupyter-widget-Collapse-header").first.click()
     page.wait_for_selector("pre:has-text('Code Analyzer (code-analyzer) on: Review')")
+    # the first chunks show while the task is still running (each task takes 3 s)
+    assert "running" in page.locator(".jupyter-widget-Collapse-header").first.inner_text()
+    assert page.locator(".codexflow-summary").count() == 0
     page.wait_for_selector(".codexflow-summary", timeout=60_000)
 
     widths = page.locator(".jp-OutputArea-output .widget-hprogress .progress-bar").evaluate_all(
