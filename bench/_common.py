@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import platform
 import os
+import platform
 import statistics
 import sys
 from collections.abc import Sequence

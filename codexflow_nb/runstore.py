@@ -15,7 +15,6 @@ from typing import Any
 
 from .errors import RunStorageError
 
-
 _dumps = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":")).encode
 
 
