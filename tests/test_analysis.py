@@ -90,7 +90,7 @@ def packed_run(tmp_path_factory, registry):
     base = tmp_path_factory.mktemp("packed")
     result = asyncio.run(run_async(
         {"w": [f"job {i}" for i in range(8)]}, aliases=limits(w=("code-analyzer", 2)),
-        registry=registry, latency_ms=60, log_file=base / "events.jsonl", runs_dir=base / "runs"))
+        registry=registry, latency_ms=120, log_file=base / "events.jsonl", runs_dir=base / "runs"))
     return base, result
 
 
