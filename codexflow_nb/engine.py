@@ -16,7 +16,7 @@ from typing import Any
 
 from .aliases import ResolvedAlias
 from .context import ContextBus, build_context, enter_task, leave_task
-from .errors import ConfigError, RunStorageError
+from .errors import ConfigError, PlanError, RunStorageError
 from .events import SCHEMA_VERSION, STATUS_KIND, Event, EventBus, utc_now_iso
 from .plan import Plan, PlanRevision, PlanTask
 from .resume import restore_result
@@ -139,6 +139,8 @@ class Engine:
         self._alias_workers: dict[str, int] = {}
         #: --revise-plan: tasks of a later phase are held until the phases before it are revised.
         self._reviser = plan.reviser
+        if self._reviser is not None and plan.later_phase_dependencies():
+            raise PlanError(plan.later_phase_dependencies())
         self._gate = 0
         self._held: list[_Node] = []
         self._revising = False

@@ -149,6 +149,17 @@ class Plan:
                 previous = tuple(t.key for t in phase.tasks)
         return deps
 
+    def later_phase_dependencies(self) -> list[str]:
+        """Problems for tasks that depend on a task of a later phase. Fine in a normal run, but
+        ``--revise-plan`` holds each phase until the ones before it have ended."""
+        phase_of = {t.key: i for i, p in enumerate(self.phases) for t in p.tasks}
+        edges = self.edges()
+        return [f"{self.source}: task {t.key!r} (phase {i + 1}) depends on {d!r} of a later "
+                f"phase (phase {phase_of[d] + 1}); with --revise-plan a task may only depend on "
+                "tasks of its own or earlier phases"
+                for i, p in enumerate(self.phases) for t in p.tasks
+                for d in edges.get(t.key, ()) if phase_of.get(d, -1) > i]
+
     def validate(self, registry: Registry, aliases: Aliases) -> dict[str, ResolvedAlias]:
         """Check everything before a run; return the resolved aliases. Raises PlanError."""
         problems: list[str] = []

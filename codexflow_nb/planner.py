@@ -443,6 +443,8 @@ def make_reviser(registry: Registry, aliases: Aliases | None = None, *,
                 raise PlannerOutputError("the planner reply has no 'phases' list")
             plan, _ = validate_plan_data({"phases": done + new_phases}, registry, book.aliases(),
                                          "planner revision")
+            if plan.later_phase_dependencies():
+                raise PlannerOutputError("; ".join(plan.later_phase_dependencies()))
         except (RuntimeFailure, PlannerOutputError) as exc:
             log.warning("plan revision after phase %d rejected: %s", phase + 1, exc)
             engine.emit("decomposer_invalid", decomposer="llm", stage="revise", phase=phase,

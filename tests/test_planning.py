@@ -573,3 +573,19 @@ def test_cancel_during_revision_ends_every_task(registry, workdir):
         "schema": "completed", "api": "cancelled", "tests": "skipped"}  # after api: skipped
     assert terminal_counts(events) == {"schema": 1, "api": 1, "tests": 1}
     assert not any(e["kind"] == "task_started" and e["key"] != "schema" for e in events)
+
+
+def test_revise_plan_refuses_dependencies_on_later_phases(registry, workdir, capsys):
+    data = [{"tasks": [{"id": "a", "alias": "coder", "task": "a", "dependsOn": ["b"]}]},
+            {"tasks": [{"id": "b", "alias": "tester", "task": "b", "dependsOn": []}]}]
+    plan = Plan.from_data(data)
+    result, _ = run_plan(plan, ScriptedRuntime())  # fine without a reviser
+    assert result.ok
+    Path("plan.json").write_text(json.dumps(data))
+    assert main(["run", "--plan-file", "plan.json", "--revise-plan"]) == 2
+    err = capsys.readouterr().err
+    assert "task 'a' (phase 1) depends on 'b' of a later phase (phase 2)" in err
+    assert not Path("data").exists()
+    plan.reviser = make_reviser(registry)  # the engine refuses it too (Python API)
+    with pytest.raises(PlanError, match="of a later phase"):
+        run_plan(plan, ScriptedRuntime())

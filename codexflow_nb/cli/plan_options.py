@@ -135,6 +135,8 @@ def build_plan(args: argparse.Namespace) -> Plan | None:
     else:
         plan = Plan.from_file(args.plan_file)
     if args.revise_plan:
+        if plan.later_phase_dependencies():
+            raise ConfigError(plan.later_phase_dependencies())
         plan.reviser = make_reviser(registry, aliases, decomposer=args.decomposer,
                                     runtime=runtime, goal=args.goal)
     if aliases is not None:
