@@ -13,7 +13,6 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..events import TERMINAL_KINDS
-from .load import empty_events
 from .pricing import Pricing, as_pricing
 
 #: Every task status, terminal ones first; ``unfinished`` has no terminal event (a crash).
@@ -327,7 +326,3 @@ def critical_path(tasks: pd.DataFrame, events: pd.DataFrame | None = None,
     steps["run"] = steps["run"].astype("category")
     return steps[cols]
 
-
-def empty_tasks() -> pd.DataFrame:
-    """A tasks frame with no rows (for code that wants the columns)."""
-    return tasks_frame(empty_events())

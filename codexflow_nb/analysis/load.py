@@ -94,15 +94,6 @@ def load_events(path_or_paths: str | os.PathLike[str] | Iterable[str | os.PathLi
     return frame
 
 
-def empty_events() -> pd.DataFrame:
-    """An events frame with no rows and every column typed."""
-    table = SCHEMA.empty_table()
-    table = table.append_column("source", pa.array([], pa.dictionary(pa.int32(), pa.string())))
-    frame = _to_frame(table)
-    frame["seq"] = np.zeros(0, dtype=np.int64)
-    return frame
-
-
 # -- files ---------------------------------------------------------------------------------
 def _files(spec: Any) -> list[Path]:
     items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
