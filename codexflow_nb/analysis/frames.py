@@ -325,4 +325,3 @@ def critical_path(tasks: pd.DataFrame, events: pd.DataFrame | None = None,
     steps["gap_ms"] = _ms(steps["started"] - prev_end)
     steps["run"] = steps["run"].astype("category")
     return steps[cols]
-
