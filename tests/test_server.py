@@ -3,6 +3,7 @@ providers, fault injection, and `codex-flow serve` itself."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -172,6 +173,16 @@ def test_fail_rate_is_seeded_and_answers_500(registry: Registry) -> None:
         assert reply.status_code == 500 and reply.json()["error"]["type"] == "InjectedFailure"
 
 
+def test_latency_ms_delays_replies(tmp_path: Path, registry: Registry) -> None:
+    from codexflow_nb.api import run_async
+
+    with ServerThread(create_app(registry, latency_ms=1500)) as s:
+        result = asyncio.run(run_async({"reviewer": ["Review x"]}, runtime="codex", url=s.url,
+                                       timeout_ms=100, log_file=tmp_path / "e.jsonl",
+                                       runs_dir=tmp_path / ".runs"))
+    assert result.tasks[0].status == "timeout"
+
+
 def test_create_app_rejects_bad_settings(registry: Registry) -> None:
     from codexflow_nb.errors import ConfigError
 
@@ -254,9 +265,9 @@ def test_serve_reports_a_busy_port(server: ServerThread) -> None:
 
 
 def test_serve_runs_and_stops_on_sigint(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "CODEX_API_KEY"}
+    env = {**os.environ, "CODEX_API_KEY": TOKEN}  # the token from the environment
     proc = subprocess.Popen([sys.executable, "-m", "codexflow_nb", "serve", "--port", "0",
-                             "--host", "0.0.0.0", "--token", TOKEN], env=env,
+                             "--host", "0.0.0.0"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
