@@ -5,8 +5,9 @@ each). The ideal speed-up is the number of workers.
 The local executor burns each task's CPU in its one event loop, so it runs them one at a time;
 Dask runs one per worker process. "span" is first task start to last task end (from the
 events); "run" also counts connecting to the cluster and installing the runtime on the
-workers. The cluster is started once before the timed runs (its start-up is shown apart), and
-one warm-up run lets each worker import codexflow_nb first.
+workers. The cluster is started once before the timed runs (its start-up is shown apart), one
+warm-up run lets each worker import codexflow_nb first, and local and Dask runs alternate.
+The figures need an otherwise idle machine: the header shows the load average at the start.
 """
 
 from __future__ import annotations
@@ -86,8 +87,10 @@ def main() -> None:
             PER_WORKER.clear()
             for cpu_ms in costs:
                 n = args.tasks or max(1, round(budget_ms / cpu_ms))
-                local = [timed_run(n, cpu_ms, log) for _ in range(repeat)]
-                dask = [timed_run(n, cpu_ms, log, **options) for _ in range(repeat)]
+                local, dask = [], []
+                for _ in range(repeat):  # alternate, so both see the same load on the machine
+                    local.append(timed_run(n, cpu_ms, log))
+                    dask.append(timed_run(n, cpu_ms, log, **options))
                 rows.append((cpu_ms, n, *(statistics.median(x) for x in zip(*local, strict=True)),
                              *(statistics.median(x) for x in zip(*dask, strict=True))))
     ideal = float(args.workers)
@@ -100,7 +103,8 @@ def main() -> None:
         print(f"{'':>6}  {'':>5}  {'dask':>8}  {dask_run:>6.2f}  {dask_span:>6.2f}  "
               f"{n / dask_run:>7.1f}  {up:>7.2f}x  {up / ideal:>8.0%}")
     print(f"\nideal speed-up {ideal:g}x (run s: whole run, span s: first task start to last end)")
-    print(f"cluster start-up, not in the figures: {startup:.2f} s")
+    print(f"cluster start-up, not in the figures: {startup:.2f} s; "
+          f"load average at the end {os.getloadavg()[0]:.1f}")
     print("tasks per Dask worker: " + ", ".join(f"{w} {c}" for w, c in sorted(PER_WORKER.items())))
 
 
