@@ -256,8 +256,8 @@ def export_run(run_id: str, notebook: str | os.PathLike[str], *,
 
             from . import analysis, charts  # noqa: F401
     except ImportError as exc:
-        raise ConfigError(f"export-run needs {exc.name}: pip install 'codexflow-nb[notebook]' "
-                          "nbclient") from None
+        raise ConfigError(f"export-run needs {exc.name}: pip install "
+                          "'codexflow-nb[notebook]'") from None
     facts = read_run(log_file, run_id)
     if runs_dir is not None and not Path(runs_dir).is_dir():
         runs_dir = None  # no run store: the notebook leaves the outputs section out
