@@ -33,7 +33,8 @@ def execute_notebook(path: Path, *, timeout: int = 120, kernel_name: str = "pyth
     client = NotebookClient(
         nb, timeout=timeout, kernel_name=kernel_name, record_timing=False,
         store_widget_state=store_widget_state,
-        resources={"metadata": {"path": str(path.parent)}})
+        resources={"metadata": {"path": str(path.parent)}},
+        extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no TCP-transport warning
     started = time.perf_counter()
     client.execute()
     elapsed = time.perf_counter() - started
