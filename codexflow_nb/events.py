@@ -10,6 +10,7 @@ import json
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,10 +35,16 @@ TERMINAL_KINDS: dict[str, str] = {
 STATUS_KIND = {status: kind for kind, status in TERMINAL_KINDS.items()}
 
 
+_ts_cache: list[Any] = [-1, ""]
+
+
 def utc_now_iso() -> str:
-    """UTC ISO-8601 with milliseconds and a ``Z``."""
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+    """UTC ISO-8601 with milliseconds and a ``Z`` (the seconds part is cached: this is hot)."""
+    ms = int(time.time() * 1000)
+    sec = ms // 1000
+    if sec != _ts_cache[0]:
+        _ts_cache[0], _ts_cache[1] = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{_ts_cache[1]}.{ms % 1000:03d}Z"
 
 
 def parse_ts(ts: str) -> datetime:
@@ -56,16 +63,26 @@ class EventBus:
         return lambda: self._subscribers.remove(fn) if fn in self._subscribers else None
 
     def emit(self, event: Event) -> None:
-        """Deliver to every subscriber; a storage failure in one (the log sink) does not keep
-        the event from the others, and is raised after all of them have run."""
+        """Deliver to every subscriber. A storage failure (the log sink) does not keep the event
+        from the others and is raised after all of them have run. Any other error is a broken
+        view (a closed pipe, a widget bug): that subscriber is dropped with a warning, and the
+        run goes on, since a view must never stop the engine."""
         failure: RunStorageError | None = None
         for fn in self._subscribers:
             try:
                 fn(event)
             except RunStorageError as exc:
                 failure = failure or exc
+            except Exception as exc:  # noqa: BLE001 - isolate views from the engine
+                self._drop(fn, exc)
         if failure is not None:
             raise failure
+
+    def _drop(self, fn: Subscriber, exc: Exception) -> None:
+        self._subscribers = [s for s in self._subscribers if s is not fn]
+        if not isinstance(exc, BrokenPipeError):
+            warnings.warn(f"event subscriber {fn!r} failed and was removed: "
+                          f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=3)
 
 
 class JsonlSink:

@@ -241,3 +241,18 @@ def test_unknown_option_is_a_clear_error(workdir):
 
     with pytest.raises(ConfigError, match="unknown option"):
         prepare_run({"rev": ["x"]}, aliases=ALIASES, bogus=1)
+
+
+def test_a_failing_view_never_stops_the_engine(workdir):
+    seen = []
+
+    def broken(event):
+        seen.append(event["kind"])
+        raise ValueError("view bug")
+
+    with pytest.warns(RuntimeWarning, match="view bug"):
+        result = run(tasks_for(2, 1, 1), aliases=ALIASES, runtime=StubRuntime(0), on_event=broken)
+    assert result.ok and len(result.tasks) == 4
+    assert seen == ["run_started"]  # dropped after its first failure
+    events = read_events(workdir / "data/logs/events.jsonl")
+    assert events[-1]["kind"] == "run_complete"
