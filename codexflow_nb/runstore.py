@@ -6,6 +6,7 @@ written to a temporary name and renamed, so a crash never leaves half a JSON fil
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -26,12 +27,17 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
     payload = _dumps(data).encode("utf-8")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 class RunStore:

@@ -141,6 +141,10 @@ class TerminalView:
             detail = "" if event.get("ok") else f": {(event.get('error') or {}).get('message', '')}"
             print(f"  < {event['alias']}/{event['key']} {TERMINAL_KINDS[kind]}{ms}{detail[:200]}",
                   file=self.stream, flush=True)
+        elif kind == "plan_revised":
+            print(f"  * plan revised after phase {event.get('phase')}: "
+                  f"+{len(event.get('added') or [])} -{len(event.get('removed') or [])} "
+                  f"~{len(event.get('changed') or [])} task(s)", file=self.stream, flush=True)
         elif kind == "decomposer_invalid":
             print(f"  ! planner output invalid, using the heuristic plan: {event.get('reason')}",
                   file=self.stream, flush=True)
