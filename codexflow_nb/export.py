@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -228,8 +229,12 @@ def execute_notebook(nb: nbformat.NotebookNode, cwd: str | os.PathLike[str], *,
     try:
         client.execute()
     except CellExecutionError as exc:
-        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"the exported notebook failed while executing: {last}") from None
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # IPython colours the error
+        last = text.splitlines()[-1] if text else type(exc).__name__
+        hint = (f" (the {kernel_name!r} kernel runs a Python without codexflow_nb: install it "
+                "there, or register this one with `python -m ipykernel install --user`)"
+                if "No module named 'codexflow_nb'" in last else "")
+        raise ExportError(f"the exported notebook failed while executing: {last}{hint}") from None
 
 
 def export_run(run_id: str, notebook: str | os.PathLike[str], *,

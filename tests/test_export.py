@@ -9,7 +9,7 @@ import pytest
 
 import codexflow_nb
 from codexflow_nb.cli import main
-from codexflow_nb.export import build_notebook, read_run
+from codexflow_nb.export import ExportError, build_notebook, execute_notebook, read_run
 
 PLOTLY = "application/vnd.plotly.v1+json"
 
@@ -147,6 +147,14 @@ def test_an_interrupted_run_is_marked_not_finished(project, tmp_path) -> None:
     nb = build_notebook(facts, log_file=torn, runs_dir=None)
     assert "not finished" in nb.cells[0].source
     assert any(c.source == "## Tasks that did not complete" for c in nb.cells)
+
+
+def test_a_failing_cell_is_one_clear_error(tmp_path) -> None:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 / 0")])
+    with pytest.raises(ExportError) as caught:
+        execute_notebook(nb, tmp_path)
+    assert str(caught.value) == ("the exported notebook failed while executing: "
+                                 "ZeroDivisionError: division by zero")
 
 
 @pytest.mark.slow
