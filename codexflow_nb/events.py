@@ -6,7 +6,6 @@ The schema is documented in ``docs/EVENTS.md``.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import threading
 import time
@@ -15,6 +14,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from .errors import RunStorageError
 
@@ -36,6 +37,13 @@ STATUS_KIND = {status: kind for kind, status in TERMINAL_KINDS.items()}
 
 
 _ts_cache: list[Any] = [-1, ""]
+_LINE_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+
+
+def dump_line(event: Event) -> bytes:
+    """One event as a JSON line (orjson: ~8x the stdlib's speed; this is the engine's hot path).
+    Values JSON cannot hold are written with ``str``."""
+    return orjson.dumps(event, default=str, option=_LINE_OPTIONS)
 
 
 def utc_now_iso() -> str:
@@ -109,13 +117,12 @@ class JsonlSink:
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()  # the timer's fsync against close()
         self._torn = False  # a short write left part of a line: end it before the next one
-        self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
     def __call__(self, event: Event) -> None:
         self.write(event)
 
     def write(self, event: Event) -> None:
-        data = (self._dumps(event) + "\n").encode("utf-8")
+        data = dump_line(event)
         if self._torn:
             data = b"\n" + data
         try:

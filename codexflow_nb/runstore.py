@@ -14,9 +14,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .errors import RunStorageError
+import orjson
 
-_dumps = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":")).encode
+from .errors import RunStorageError
 
 
 def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
@@ -24,7 +24,7 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
     path = os.fspath(path)
     head, name = os.path.split(path)
     tmp = os.path.join(head, f".{name}.tmp")
-    payload = _dumps(data).encode("utf-8")
+    payload = orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         try:
