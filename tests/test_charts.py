@@ -107,7 +107,10 @@ def test_static_fallback_without_kaleido(monkeypatch, capsys):
 
 def test_static_fallback_needs_a_chromium(monkeypatch, capsys):
     before = pio.renderers.default
-    monkeypatch.setitem(sys.modules, "kaleido", types.ModuleType("kaleido"))
+    fake = types.ModuleType("kaleido")
+    started: list[dict] = []
+    fake.start_sync_server = lambda **kw: started.append(kw)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "kaleido", fake)
     monkeypatch.delenv("BROWSER_PATH", raising=False)
     monkeypatch.setattr(charts.shutil, "which", lambda name: None)
     assert charts.use_static_fallback() is False
@@ -116,5 +119,6 @@ def test_static_fallback_needs_a_chromium(monkeypatch, capsys):
     try:
         assert charts.use_static_fallback() is True
         assert pio.renderers.default == "plotly_mimetype+png"
+        assert started == [{"silence_warnings": True}]  # one Chromium for every image
     finally:
         pio.renderers.default = before
