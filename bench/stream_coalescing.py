@@ -115,7 +115,10 @@ def main() -> None:
     ap.add_argument("--spacing-ms", type=float, default=1.0, help="time between chunks (1 ms = 1,000/s)")
     ap.add_argument("--repeat", type=int, default=5, help="runs per case (median reported)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--short", action="store_true", help="one quick run per case (proves it runs)")
     args = ap.parse_args()
+    if args.short:
+        args.chunks, args.repeat = 200, 1
     spacing = args.spacing_ms / 1000
     cases = [("no coalescing (every chunk)", 0.0, 0.0), ("coalesced 0.1 s, ends at last chunk", 0.1, 0.0),
              ("coalesced 0.1 s, works 0.5 s after it", 0.1, 0.5)]
