@@ -7,12 +7,14 @@ Dask runs one per worker process. "span" is first task start to last task end (f
 events); "run" also counts connecting to the cluster and installing the runtime on the
 workers. The cluster is started once before the timed runs (its start-up is shown apart), one
 warm-up run lets each worker import codexflow_nb first, and local and Dask runs alternate.
-The figures need an otherwise idle machine: the header shows the load average at the start.
+Other load on the machine lowers what any parallel run can reach, so each repeat also measures
+the machine's ceiling: bare processes burning the same CPU in parallel against one process.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
 import statistics
@@ -55,6 +57,27 @@ def timed_run(n: int, cpu_ms: float, log: Path, **options: Any) -> tuple[float, 
     return elapsed, marks[1] - marks[0]
 
 
+def burn(cpu_s: float) -> None:
+    end = time.process_time() + cpu_s
+    while time.process_time() < end:
+        pass
+
+
+def machine_ceiling(workers: int, cpu_s: float) -> float:
+    """The speed-up bare processes get right now: ``workers`` processes burning ``cpu_s`` each,
+    against the same work in one process. An idle machine with that many cores gives ~workers."""
+    t0 = time.perf_counter()
+    burn(cpu_s * workers)
+    serial = time.perf_counter() - t0
+    procs = [multiprocessing.Process(target=burn, args=(cpu_s,)) for _ in range(workers)]
+    t0 = time.perf_counter()
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    return serial / (time.perf_counter() - t0)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--short", action="store_true", help="a quick run that only proves the bench works")
@@ -77,6 +100,7 @@ def main() -> None:
           f"# command: python {' '.join(sys.argv)}\n# CPU-bound stub tasks, latency 0; "
           f"{repeat} timed run(s) per row, median; Dask: {args.workers} worker processes x 1 thread\n")
     rows = []
+    ceilings: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "events.jsonl"
         t0 = time.perf_counter()
@@ -88,21 +112,26 @@ def main() -> None:
             for cpu_ms in costs:
                 n = args.tasks or max(1, round(budget_ms / cpu_ms))
                 local, dask = [], []
-                for _ in range(repeat):  # alternate, so both see the same load on the machine
+                for _ in range(repeat):  # alternate, so all three see the same load
                     local.append(timed_run(n, cpu_ms, log))
                     dask.append(timed_run(n, cpu_ms, log, **options))
+                    ceilings.append(machine_ceiling(args.workers, budget_ms / 1000 / 4))
                 rows.append((cpu_ms, n, *(statistics.median(x) for x in zip(*local, strict=True)),
                              *(statistics.median(x) for x in zip(*dask, strict=True))))
     ideal = float(args.workers)
+    ceiling = statistics.median(ceilings)
     print(f"{'cpu ms':>6}  {'tasks':>5}  {'executor':>8}  {'run s':>6}  {'span s':>6}  "
-          f"{'tasks/s':>7}  {'speed-up':>8}  {'of ideal':>8}")
+          f"{'tasks/s':>7}  {'speed-up':>8}  {'of ideal':>8}  {'of ceiling':>10}")
     for cpu_ms, n, local_run, local_span, dask_run, dask_span in rows:
         print(f"{cpu_ms:>6g}  {n:>5}  {'local':>8}  {local_run:>6.2f}  {local_span:>6.2f}  "
-              f"{n / local_run:>7.1f}  {'1.00x':>8}  {'':>8}")
+              f"{n / local_run:>7.1f}  {'1.00x':>8}")
         up = local_run / dask_run
         print(f"{'':>6}  {'':>5}  {'dask':>8}  {dask_run:>6.2f}  {dask_span:>6.2f}  "
-              f"{n / dask_run:>7.1f}  {up:>7.2f}x  {up / ideal:>8.0%}")
-    print(f"\nideal speed-up {ideal:g}x (run s: whole run, span s: first task start to last end)")
+              f"{n / dask_run:>7.1f}  {up:>7.2f}x  {up / ideal:>8.0%}  {up / ceiling:>10.0%}")
+    print(f"\nideal speed-up {ideal:g}x; the machine's ceiling during the runs: {ceiling:.2f}x "
+          f"({args.workers} bare processes burning CPU against one; range "
+          f"{min(ceilings):.2f}-{max(ceilings):.2f}x)")
+    print("run s: whole run; span s: first task start to last task end")
     print(f"cluster start-up, not in the figures: {startup:.2f} s; "
           f"load average at the end {os.getloadavg()[0]:.1f}")
     print("tasks per Dask worker: " + ", ".join(f"{w} {c}" for w, c in sorted(PER_WORKER.items())))
