@@ -24,6 +24,9 @@ from .runstore import RunStore
 from .runtimes.base import Reply, Runtime, RuntimeCall, RuntimeFailure
 from .tools import tool_violation
 
+#: Finished tasks whose files may wait for the run store's writer before workers pause.
+STORE_BACKLOG = 2_000
+
 
 def new_run_id() -> str:
     """Time-sortable, unique, safe as a directory name: ``20261125T143601123-3fa2c1``."""
@@ -50,7 +53,7 @@ class RunOptions:
     runtime_name: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskResult:
     """The outcome of one task."""
 
@@ -85,7 +88,7 @@ class TaskResult:
                 "error": self.error, "usage": self.usage}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Node:
     task: PlanTask
     resolved: ResolvedAlias
@@ -287,6 +290,9 @@ class Engine:
             if not queue:
                 async with cond:
                     await cond.wait_for(lambda: bool(queue) or self._cancel_reason is not None)
+                continue
+            if self._store is not None and self._store.backlog > STORE_BACKLOG:
+                await self._store.drained(STORE_BACKLOG // 2)  # a slow disk bounds memory
                 continue
             node = queue.popleft()
             if self._global is not None:

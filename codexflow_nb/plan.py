@@ -14,7 +14,7 @@ from .tasks import TaskItem, TaskMap, coerce_task_map, parse_text, read_source
 _UNSET: tuple[str, ...] = ("\0unset",)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlanTask:
     """One task in a plan. ``key`` is its plan-level id, used by ``dependsOn``."""
 

@@ -256,3 +256,33 @@ def test_a_failing_view_never_stops_the_engine(workdir):
     assert seen == ["run_started"]  # dropped after its first failure
     events = read_events(workdir / "data/logs/events.jsonl")
     assert events[-1]["kind"] == "run_complete"
+
+
+def test_a_slow_run_store_pauses_workers_instead_of_growing_memory(workdir, monkeypatch):
+    import time as _time
+
+    from codexflow_nb import engine as engine_mod
+    from codexflow_nb.runstore import RunStore
+
+    monkeypatch.setattr(engine_mod, "STORE_BACKLOG", 4)
+    real_write = RunStore._write
+
+    def slow_write(item):
+        _time.sleep(0.01)
+        real_write(item)
+
+    monkeypatch.setattr(RunStore, "_write", staticmethod(slow_write))
+    backlog: list[int] = []
+
+    async def scenario():
+        prepared = prepare_run({"wide": [f"t{i}" for i in range(40)]}, aliases=ALIASES,
+                               runtime=StubRuntime(0))
+        store = prepared.engine._store
+        prepared.bus.subscribe(lambda e: backlog.append(store.backlog)
+                               if e["kind"] == "task_started" else None)
+        return await prepared.execute()
+
+    result = asyncio.run(scenario())
+    assert result.ok and len(list((workdir / ".runs" / "wide").iterdir())) == 40
+    # workers wait while 4 or more tasks are unwritten; at most one per worker slips past
+    assert max(backlog) <= 4 + 3
