@@ -28,12 +28,18 @@ def tasks(n: int) -> dict[str, list[str]]:
     return {f"a{i}": [f"task {j} of a{i}" for j in range(n // 3)] for i in range(3)}
 
 
-async def bare(url: str, n: int, concurrency: int) -> float:
+async def bare(url: str, n: int, concurrency: int, stream: bool = False) -> float:
     bodies = [{"agentId": "coder", "alias": a, "task": t} for a, items in tasks(n).items() for t in items]
     sem = asyncio.Semaphore(concurrency)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         async def one(body: dict) -> None:
+            if stream:  # read the whole SSE stream, as the engine does
+                async with sem, session.post(f"{url}/run?stream=1", json=body,
+                                             headers={"accept": "text/event-stream"}) as resp:
+                    text = await resp.text()
+                    assert resp.status == 200 and '"complete"' in text
+                return
             async with sem, session.post(f"{url}/run", json=body) as resp:
                 doc = await resp.json()
                 assert resp.status == 200 and "summary" in doc
@@ -78,7 +84,7 @@ def main() -> None:
             print(f"run store on {where} ({tmp}): {store_rate(tmp, n):,.0f} task dirs/s written "
                   "with no engine")
         for limit, stream in ((2, False), (16, False), (2, True)):
-            base = asyncio.run(bare(url, n, 3 * limit))
+            base = asyncio.run(bare(url, n, 3 * limit, stream))
             for where, tmp in (("disk", Path(disk)), ("tmpfs", Path(ram))):
                 eng = engine(url, n, limit, tmp, stream)
                 rows.append([limit, "sse" if stream else "json", where, n, f"{n / base:,.0f}",
