@@ -26,6 +26,22 @@ def tasks(n: int) -> dict[str, list[str]]:
     return {a: [f"task {j} of {a}" for j in range(n // 3)] for a in ALIASES}
 
 
+async def bare(url: str, n: int, concurrency: int) -> float:
+    """Baseline: a bare aiohttp client posting the same bodies, 6 at a time, no engine."""
+    import aiohttp
+
+    sem = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        async def one(alias: str, text: str) -> None:
+            async with sem, session.post(f"{url}/run", json={
+                    "agentId": "coder", "alias": alias, "task": text}) as resp:
+                assert resp.status == 200 and "summary" in await resp.json()
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(a, t) for a, items in tasks(n).items() for t in items))
+        return time.perf_counter() - t0
+
+
 def makespan(n: int, tmp: Path, **runtime: object) -> tuple[float, float, float]:
     """(wall seconds incl. start-up, run seconds from the log, mean task ms from the log)."""
     log = tmp / f"events-{runtime['runtime']}.jsonl"
@@ -50,6 +66,9 @@ def main() -> None:
         cases = [("stub", {"runtime": "stub", "latency_ms": latency * 1000})]
         with endpoint(latency_ms=latency * 1000) as url:
             cases.append(("codex (HTTP)", {"runtime": "codex", "url": url}))
+            bare_s = asyncio.run(bare(url, n, 6))
+            rows.append(["bare aiohttp, same endpoint", n, f"{ideal:.2f}", f"{bare_s:.2f}",
+                         f"{ideal / bare_s:.3f}", "-", "-", "-"])
             for label, runtime in cases:
                 wall, run_s, mean_ms = makespan(n, Path(tmp), **runtime)
                 packing = mean_ms / 1000 * n / (run_s * 6)
