@@ -260,7 +260,7 @@ def gone(pid: int) -> bool:
     ("print('partial', flush=True); time.sleep(30)", {"cli_timeout_s": 0.5}, 504, True),
     (FLOOD, {"cli_max_output_bytes": 500_000}, 424, False),
     (FLOOD, {"cli_max_output_bytes": 500_000}, 424, True),
-])
+], ids=["timeout-json", "timeout-sse", "output-cap-json", "output-cap-sse"])
 def test_cli_limits_kill_the_command(registry: Registry, tmp_path: Path, script: str,
                                      kw: dict[str, Any], status: int, stream: bool) -> None:
     pid_file = tmp_path / "pid"
