@@ -50,6 +50,17 @@ def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - safe loader
 
 
+def parse_yaml(text: str, source: str, label: str = "invalid YAML") -> Any:
+    """Parse YAML text; a syntax error is a ConfigError ``source: label: line L, column C: ...``."""
+    try:
+        return yaml_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: {label}: {where}{problem}") from None
+
+
 @dataclass(frozen=True)
 class AgentDef:
     """One agent definition as written in its YAML file."""
@@ -191,13 +202,7 @@ def read_yaml_file(path: Path) -> Any:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        return yaml_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: invalid YAML: {where}{problem}") from None
+    return parse_yaml(text, str(path))
 
 
 class Registry:

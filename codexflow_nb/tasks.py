@@ -9,11 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .aliases import check_safe_name
 from .errors import ConfigError
-from .registry import yaml_load
+from .registry import parse_yaml
 
 MAX_TASK_FILE_BYTES = 16 * 1024 * 1024
 
@@ -68,13 +66,7 @@ def parse_text(text: str, source: str) -> Any:
                               f"{exc.msg}") from None
         except DuplicateKeyError as exc:
             raise ConfigError(f"{source}: invalid JSON: {exc}") from None
-    try:
-        return yaml_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{source}: invalid YAML: {where}{problem}") from None
+    return parse_yaml(text, source)
 
 
 def read_source(path: str, max_bytes: int = MAX_TASK_FILE_BYTES) -> str:

@@ -19,7 +19,8 @@ import yaml
 
 from ..aliases import DEFAULT_ALIASES, Aliases, check_safe_name, deep_merge
 from ..errors import ConfigError
-from ..registry import Registry, load_registry, yaml_load
+from ..registry import Registry, load_registry
+from ..registry import parse_yaml as registry_parse_yaml
 
 #: Quick fields: (label, path inside the agent definition).
 QUICK_FIELDS = {
@@ -32,13 +33,7 @@ _MISSING = object()
 
 def parse_yaml(text: str, what: str) -> Any:
     """Parse YAML/JSON text; ConfigError ``<what>: bad YAML: line L, column C: problem``."""
-    try:
-        return yaml_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{what}: bad YAML: {where}{problem}") from None
+    return registry_parse_yaml(text, what, "bad YAML")
 
 
 def dump_yaml(data: Any) -> str:
