@@ -99,6 +99,17 @@ def upstream_failure(vendor: str, response: httpx.Response, body: bytes | None =
     return ProviderError(424, f"{vendor} refused the request: {detail}")
 
 
+async def post_ok(client: httpx.AsyncClient, vendor: str, url: str, **kwargs: Any) -> httpx.Response:
+    """POST to a vendor; a transport error or a non-200 reply becomes a ProviderError."""
+    try:
+        response = await client.post(url, **kwargs)
+    except httpx.HTTPError as exc:
+        raise transport_failure(vendor, exc) from None
+    if response.status_code != 200:
+        raise upstream_failure(vendor, response)
+    return response
+
+
 def transport_failure(vendor: str, exc: httpx.HTTPError) -> ProviderError:
     """Map a connection problem or timeout talking to the vendor."""
     from ...runtimes.codex import is_timeout

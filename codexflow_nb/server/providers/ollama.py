@@ -14,6 +14,7 @@ from .base import (
     ProviderError,
     ProviderReply,
     malformed,
+    post_ok,
     system_prompt,
     transport_failure,
     upstream_failure,
@@ -42,12 +43,7 @@ class OllamaProvider:
             {"role": "user", "content": user_prompt(request)}]}
 
     async def complete(self, request: AgentRequest) -> ProviderReply:
-        try:
-            response = await self._client.post(self._url, json=self._body(request, False))
-        except httpx.HTTPError as exc:
-            raise transport_failure(VENDOR, exc) from None
-        if response.status_code != 200:
-            raise upstream_failure(VENDOR, response)
+        response = await post_ok(self._client, VENDOR, self._url, json=self._body(request, False))
         try:
             doc = response.json()
             text = doc["message"]["content"]

@@ -15,6 +15,7 @@ from .base import (
     ProviderError,
     ProviderReply,
     malformed,
+    post_ok,
     system_prompt,
     transport_failure,
     upstream_failure,
@@ -52,13 +53,8 @@ class OpenAIProvider:
         return body
 
     async def complete(self, request: AgentRequest) -> ProviderReply:
-        try:
-            response = await self._client.post(self._url, json=self._body(request, False),
-                                               headers=self._headers)
-        except httpx.HTTPError as exc:
-            raise transport_failure(VENDOR, exc) from None
-        if response.status_code != 200:
-            raise upstream_failure(VENDOR, response)
+        response = await post_ok(self._client, VENDOR, self._url,
+                                 json=self._body(request, False), headers=self._headers)
         try:
             doc = response.json()
             text = doc["choices"][0]["message"]["content"] or ""
