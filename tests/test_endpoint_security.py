@@ -158,6 +158,13 @@ def test_stream_route_checks_before_streaming(open_url: str, body: bytes, status
     assert reply.json()["error"]["type"] == type_
 
 
+@pytest.mark.parametrize("alias", ["rev\u0000iewer", "rev\udcff", "line\nbreak"])
+def test_unprintable_names_are_a_422_not_a_500(open_url: str, alias: str) -> None:
+    reply = httpx.post(f"{open_url}/run", content=json.dumps({**GOOD, "alias": alias}), timeout=10)
+    assert reply.status_code == 422
+    assert reply.json()["error"]["message"] == "alias: must hold printable characters only"
+
+
 # -- nothing the client sent comes back in an error ------------------------------------------------
 def _requests() -> list[tuple[str, str, dict[str, Any]]]:
     task = {**GOOD, "task": PROBE}

@@ -51,6 +51,15 @@ def error_response(status: int, type_: str, message: str,
     return JSONResponse({"error": {"type": type_, "message": message}}, status, headers=headers)
 
 
+def _encodable(text: str) -> bool:
+    """False for lone surrogates, which JSON allows but UTF-8 cannot carry."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate_body(doc: Any) -> str | None:
     """``"field: problem"`` for the first problem in a ``/run`` body, or None when valid."""
     if not isinstance(doc, dict):
@@ -63,6 +72,8 @@ def validate_body(doc: Any) -> str | None:
             return f"{name}: must be a non-empty string"
         if len(value) > MAX_NAME_CHARS:
             return f"{name}: longer than {MAX_NAME_CHARS} characters"
+        if not value.isprintable() or not _encodable(value):
+            return f"{name}: must hold printable characters only"
     task = doc.get("task")
     if task is None:
         return "task: missing"

@@ -96,6 +96,10 @@ class CliProvider:
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
+                # Drain stdout: a reader paused on a full buffer never sees EOF, and wait()
+                # waits for the pipe to close. Bounded, in case a child keeps it open.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_drain(proc.stdout), 5.0)
                 await proc.wait()
             feeder.cancel()
             errors.cancel()
@@ -119,3 +123,8 @@ async def _tail(stream: asyncio.StreamReader) -> bytes:
     while chunk := await stream.read(READ_SIZE):
         kept = (kept + chunk)[-STDERR_KEEP:]
     return kept
+
+
+async def _drain(stream: asyncio.StreamReader | None) -> None:
+    while stream is not None and await stream.read(READ_SIZE):
+        pass
