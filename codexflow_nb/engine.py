@@ -300,6 +300,9 @@ class Engine:
                     await self._run_node(node)
             else:
                 await self._run_node(node)
+            # A task that ends without suspending (rejected, instant failure) must not let this
+            # worker drain its whole queue in one go while the other workers and views wait.
+            await asyncio.sleep(0)
 
     async def _run_node(self, node: _Node) -> None:
         if self._cancel_reason is not None:

@@ -286,3 +286,36 @@ def test_a_slow_run_store_pauses_workers_instead_of_growing_memory(workdir, monk
     assert result.ok and len(list((workdir / ".runs" / "wide").iterdir())) == 40
     # workers wait while 4 or more tasks are unwritten; at most one per worker slips past
     assert max(backlog) <= 4 + 3
+
+
+class Instant(StubRuntime):
+    """Fails at once, without ever suspending."""
+
+    async def run(self, call, on_chunk=None):
+        raise RuntimeFailure("no", type="Refused")
+
+
+def test_instant_tasks_do_not_starve_the_event_loop(workdir):
+    ticks = 0
+    seen_at_terminal: list[int] = []
+
+    async def ticker(stop: asyncio.Event) -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async def scenario():
+        stop = asyncio.Event()
+        tick_task = asyncio.create_task(ticker(stop))
+        result = await run_async({"wide": [f"t{i}" for i in range(200)]}, aliases=ALIASES,
+                                 runtime=Instant(0), on_event=lambda e: seen_at_terminal.append(
+                                     ticks) if e["kind"] == "task_failed" else None)
+        stop.set()
+        await tick_task
+        return result
+
+    result = asyncio.run(scenario())
+    assert len(result.tasks) == 200 and {t.status for t in result.tasks} == {"failed"}
+    # other coroutines kept running while the 200 instant tasks went through
+    assert seen_at_terminal[-1] - seen_at_terminal[0] >= 50
