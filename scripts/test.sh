@@ -8,7 +8,7 @@ SUDO=""
 if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
   $SUDO apt-get update
-  $SUDO apt-get install -y chromium
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 fi
 
 python -m pip install --upgrade pip
