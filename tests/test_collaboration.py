@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+from servers import ServerThread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -115,7 +112,7 @@ def test_share_with_names_aliases_too(workdir):
     assert "output" not in rt.calls["o"].context[0]  # tester is not named by the override
 
 
-class EchoEndpoint:
+class EchoEndpoint(ServerThread):
     """A local codex endpoint that records request bodies and replies per task."""
 
     def __init__(self) -> None:
@@ -126,27 +123,7 @@ class EchoEndpoint:
             self.bodies.append(doc)
             return JSONResponse({"summary": f"did {doc['task']}", "output": SECRET_OUTPUT})
 
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(
-            Starlette(routes=[Route("/run", handle, methods=["POST"])]), log_level="warning",
-            access_log=False, lifespan="off"))
-        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]},
-                                        daemon=True)
-
-    def __enter__(self) -> EchoEndpoint:
-        self._thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            assert self._thread.is_alive() and time.monotonic() < deadline
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self._thread.join(10)
-        self._sock.close()
+        super().__init__(Starlette(routes=[Route("/run", handle, methods=["POST"])]))
 
 
 def test_context_reaches_the_codex_endpoint(workdir):

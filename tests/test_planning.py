@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+from servers import ServerThread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -101,7 +100,7 @@ def terminal_counts(events: list[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
-class PlannerServer:
+class PlannerServer(ServerThread):
     """A local endpoint playing the ``planner`` agent (``POST /run``), on a free 127.0.0.1 port."""
 
     def __init__(self) -> None:
@@ -114,27 +113,7 @@ class PlannerServer:
             reply = self.replies.pop(0) if self.replies else {"summary": "none", "output": "nothing"}
             return JSONResponse(reply)
 
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        config = uvicorn.Config(Starlette(routes=[Route("/run", handle, methods=["POST"])]),
-                                log_level="warning", access_log=False, lifespan="off")
-        self.server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]},
-                                        daemon=True)
-
-    def __enter__(self) -> PlannerServer:
-        self._thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            assert self._thread.is_alive() and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self._thread.join(10)
-        self._sock.close()
+        super().__init__(Starlette(routes=[Route("/run", handle, methods=["POST"])]))
 
 
 @pytest.fixture
