@@ -21,6 +21,7 @@ from ..aliases import DEFAULT_ALIASES, Aliases, check_safe_name, deep_merge
 from ..errors import ConfigError
 from ..registry import Registry, load_registry
 from ..registry import parse_yaml as registry_parse_yaml
+from ..tasks import read_source
 
 #: Quick fields: (label, path inside the agent definition).
 QUICK_FIELDS = {
@@ -353,14 +354,9 @@ class AliasEditor(w.VBox):
     def load_file(self, path: str | os.PathLike[str]) -> None:
         if not str(path).strip():
             raise ConfigError("give a file path")
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
-        data = parse_yaml(text, str(p))
+        data = parse_yaml(read_source(str(path)), str(path))
         self.load(data if data is not None else {})
-        self.io_message.value = f"loaded {len(self.rows)} alias(es) from <code>{escape(str(p))}</code>"
+        self.io_message.value = f"loaded {len(self.rows)} alias(es) from <code>{escape(str(path))}</code>"
 
     def save_file(self, path: str | os.PathLike[str]) -> Path:
         if not str(path).strip():

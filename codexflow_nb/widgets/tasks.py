@@ -19,7 +19,7 @@ import yaml
 
 from ..errors import ConfigError
 from ..registry import Registry, load_registry
-from ..tasks import parse_task_map, parse_text
+from ..tasks import parse_task_map, parse_text, read_source
 from .aliases import _error_html
 
 MODES = ("per alias", "JSON", "YAML")
@@ -139,14 +139,9 @@ class TaskEditor(w.VBox):
     def import_file(self, path: str | os.PathLike[str]) -> None:
         if not str(path).strip():
             raise ConfigError("give a file path")
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
-        self.import_text(text, str(p))
+        self.import_text(read_source(str(path)), str(path))
         self.message.value = f"imported {sum(map(len, self._data.values()))} task(s) from " \
-                             f"<code>{escape(str(p))}</code>"
+                             f"<code>{escape(str(path))}</code>"
 
     def export_file(self, path: str | os.PathLike[str]) -> Path:
         """Write the task map; ``.json`` gives JSON, anything else YAML."""
