@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
 
 from .base import AgentRequest, Provider, ProviderError, ProviderReply, first_line
 
@@ -30,8 +30,8 @@ class ProviderSettings:
 
 
 def make_provider(name: str, settings: ProviderSettings,
-                  client: Callable[[], httpx.AsyncClient], model: str | None = None) -> Provider:
-    """Build provider ``name``; ``client()`` gives the shared HTTP client for vendor APIs and
+                  client: Callable[[], aiohttp.ClientSession], model: str | None = None) -> Provider:
+    """Build provider ``name``; ``client()`` gives the shared HTTP session for vendor APIs and
     ``model`` overrides the vendor's model variable. ProviderError(400) when not configured."""
     if name == "echo":
         from .echo import EchoProvider

@@ -4,17 +4,20 @@ streaming event format (``message_start`` ... ``content_block_delta`` ... ``mess
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
-from httpx_sse import SSEError, aconnect_sse
+import aiohttp
+import orjson
 
+from ...httpclient import SSEError, aiter_sse
 from .base import (
+    JSON_HEADERS,
+    SSE_HEADERS,
     AgentRequest,
     ProviderError,
     ProviderReply,
+    encode_json,
     malformed,
     post_ok,
     system_prompt,
@@ -35,15 +38,15 @@ class AnthropicProvider:
 
     name = "anthropic"
 
-    def __init__(self, client: httpx.AsyncClient, env: Mapping[str, str],
+    def __init__(self, client: aiohttp.ClientSession, env: Mapping[str, str],
                  model: str | None = None) -> None:
         key = env.get("ANTHROPIC_API_KEY")
         if not key:
             raise ProviderError(400, "provider 'anthropic' is not configured on this endpoint: "
                                      "set ANTHROPIC_API_KEY where `codex-flow serve` runs")
         self._client = client
-        self._headers = {"x-api-key": key, "anthropic-version": API_VERSION,
-                         "content-type": "application/json"}
+        self._headers = {"x-api-key": key, "anthropic-version": API_VERSION, **JSON_HEADERS}
+        self._stream_headers = {**self._headers, **SSE_HEADERS}
         self._url = (env.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL).rstrip("/") + "/v1/messages"
         self.model = model or env.get("ANTHROPIC_MODEL") or DEFAULT_MODEL
         try:
@@ -60,10 +63,10 @@ class AnthropicProvider:
         return body
 
     async def complete(self, request: AgentRequest) -> ProviderReply:
-        response = await post_ok(self._client, VENDOR, self._url,
-                                 json=self._body(request, False), headers=self._headers)
+        payload = await post_ok(self._client, VENDOR, self._url, self._body(request, False),
+                                self._headers)
         try:
-            doc = response.json()
+            doc = orjson.loads(payload)
             text = "".join(block.get("text", "") for block in doc["content"]
                            if block.get("type") == "text")
             usage = {"tokensIn": int(doc["usage"]["input_tokens"]),
@@ -78,13 +81,14 @@ class AnthropicProvider:
         model = self.model
         stopped = False
         try:
-            async with aconnect_sse(self._client, "POST", self._url,
-                                    json=self._body(request, True), headers=self._headers) as src:
-                if src.response.status_code != 200:
-                    raise upstream_failure(VENDOR, src.response, await src.response.aread())
-                async for sse in src.aiter_sse():
+            async with self._client.post(self._url, data=encode_json(self._body(request, True)),
+                                         headers=self._stream_headers) as response:
+                if response.status != 200:
+                    raise upstream_failure(VENDOR, response.status, response.headers,
+                                           await response.read())
+                async for sse in aiter_sse(response):
                     try:
-                        doc = json.loads(sse.data) if sse.data else {}
+                        doc = orjson.loads(sse.data) if sse.data else {}
                     except ValueError:
                         raise malformed(VENDOR, "stream event is not JSON") from None
                     kind = doc.get("type") or sse.event
@@ -111,7 +115,7 @@ class AnthropicProvider:
                         status = 429 if code in ("overloaded_error", "rate_limit_error") else 502
                         raise ProviderError(status, f"{VENDOR} stream error"
                                                     + (f" ({code})" if isinstance(code, str) else ""))
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise transport_failure(VENDOR, exc) from None
         except SSEError:
             raise malformed(VENDOR, "not an event stream") from None

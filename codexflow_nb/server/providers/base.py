@@ -4,14 +4,21 @@ plus the prompts built from an agent definition and the mapping of upstream fail
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
+import orjson
 
+from ...httpclient import is_timeout
 from ...registry import AgentDef
 from ...runtimes.codex import parse_retry_after
+
+#: Sent with every vendor request: the body is JSON.
+JSON_HEADERS = {"content-type": "application/json"}
+#: Added to streaming requests: the reply must be an event stream, never a cached one.
+SSE_HEADERS = {"accept": "text/event-stream", "cache-control": "no-store"}
 
 
 @dataclass(frozen=True)
@@ -85,38 +92,47 @@ def user_prompt(request: AgentRequest) -> str:
     return text
 
 
-def upstream_failure(vendor: str, response: httpx.Response, body: bytes | None = None) -> ProviderError:
+def encode_json(doc: Any) -> bytes:
+    """A request body as UTF-8 JSON (orjson; ``json`` for what orjson refuses, e.g. huge ints)."""
+    try:
+        return orjson.dumps(doc)
+    except orjson.JSONEncodeError:
+        return json.dumps(doc, ensure_ascii=False).encode()
+
+
+def upstream_failure(vendor: str, status: int, headers: Mapping[str, str],
+                     body: bytes) -> ProviderError:
     """Map a vendor's non-200 reply to a :class:`ProviderError`, quoting only the vendor's
     error code (never its message, which may echo the request or part of a key)."""
-    status = response.status_code
-    code = _error_code(body if body is not None else response.content)
+    code = _error_code(body)
     detail = f"HTTP {status}" + (f" ({code})" if code else "")
     if status == 429:
         return ProviderError(429, f"{vendor} rate limit: {detail}",
-                             retry_after=parse_retry_after(response.headers.get("retry-after")))
+                             retry_after=parse_retry_after(headers.get("retry-after")))
     if status >= 500:
         return ProviderError(502, f"{vendor} upstream error: {detail}")
     return ProviderError(424, f"{vendor} refused the request: {detail}")
 
 
-async def post_ok(client: httpx.AsyncClient, vendor: str, url: str, **kwargs: Any) -> httpx.Response:
-    """POST to a vendor; a transport error or a non-200 reply becomes a ProviderError."""
+async def post_ok(session: aiohttp.ClientSession, vendor: str, url: str, body: Any,
+                  headers: Mapping[str, str]) -> bytes:
+    """POST ``body`` as JSON to a vendor and return the reply's body; a transport error or a
+    non-200 reply becomes a ProviderError."""
     try:
-        response = await client.post(url, **kwargs)
-    except httpx.HTTPError as exc:
+        async with session.post(url, data=encode_json(body), headers=headers) as response:
+            payload = await response.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
         raise transport_failure(vendor, exc) from None
-    if response.status_code != 200:
-        raise upstream_failure(vendor, response)
-    return response
+    if response.status != 200:
+        raise upstream_failure(vendor, response.status, response.headers, payload)
+    return payload
 
 
-def transport_failure(vendor: str, exc: httpx.HTTPError) -> ProviderError:
+def transport_failure(vendor: str, exc: BaseException) -> ProviderError:
     """Map a connection problem or timeout talking to the vendor."""
-    from ...runtimes.codex import is_timeout
-
     if is_timeout(exc):
         return ProviderError(504, f"{vendor} did not answer in time")
-    return ProviderError(502, f"cannot reach {vendor}: {type(exc.__cause__ or exc).__name__}")
+    return ProviderError(502, f"cannot reach {vendor}: {type(exc).__name__}")
 
 
 def malformed(vendor: str, what: str) -> ProviderError:

@@ -3,16 +3,19 @@ streaming; usage from ``prompt_eval_count`` / ``eval_count`` of the final (``don
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
+import aiohttp
+import orjson
 
+from ...httpclient import aiter_lines
 from .base import (
+    JSON_HEADERS,
     AgentRequest,
     ProviderError,
     ProviderReply,
+    encode_json,
     malformed,
     post_ok,
     system_prompt,
@@ -31,7 +34,7 @@ class OllamaProvider:
 
     name = "ollama"
 
-    def __init__(self, client: httpx.AsyncClient, env: Mapping[str, str],
+    def __init__(self, client: aiohttp.ClientSession, env: Mapping[str, str],
                  model: str | None = None) -> None:
         self._client = client
         self._url = (env.get("OLLAMA_URL") or DEFAULT_URL).rstrip("/") + "/api/chat"
@@ -43,9 +46,10 @@ class OllamaProvider:
             {"role": "user", "content": user_prompt(request)}]}
 
     async def complete(self, request: AgentRequest) -> ProviderReply:
-        response = await post_ok(self._client, VENDOR, self._url, json=self._body(request, False))
+        payload = await post_ok(self._client, VENDOR, self._url, self._body(request, False),
+                                JSON_HEADERS)
         try:
-            doc = response.json()
+            doc = orjson.loads(payload)
             text = doc["message"]["content"]
         except (ValueError, KeyError, TypeError):
             raise malformed(VENDOR, "no message.content") from None
@@ -55,15 +59,16 @@ class OllamaProvider:
         parts: list[str] = []
         final: dict[str, Any] | None = None
         try:
-            async with self._client.stream("POST", self._url,
-                                           json=self._body(request, True)) as response:
-                if response.status_code != 200:
-                    raise upstream_failure(VENDOR, response, await response.aread())
-                async for line in response.aiter_lines():
+            async with self._client.post(self._url, data=encode_json(self._body(request, True)),
+                                         headers=JSON_HEADERS) as response:
+                if response.status != 200:
+                    raise upstream_failure(VENDOR, response.status, response.headers,
+                                           await response.read())
+                async for line in aiter_lines(response.content):
                     if not line.strip():
                         continue
                     try:
-                        doc = json.loads(line)
+                        doc = orjson.loads(line)
                     except ValueError:
                         raise malformed(VENDOR, "stream line is not JSON") from None
                     if not isinstance(doc, dict):
@@ -77,7 +82,7 @@ class OllamaProvider:
                     if doc.get("done"):
                         final = doc
                         break
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise transport_failure(VENDOR, exc) from None
         if final is None:
             raise malformed(VENDOR, "stream ended without a done object")

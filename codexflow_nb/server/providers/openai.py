@@ -3,17 +3,20 @@ streaming with ``stream_options.include_usage`` so the usage comes with the stre
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
-from httpx_sse import SSEError, aconnect_sse
+import aiohttp
+import orjson
 
+from ...httpclient import SSEError, aiter_sse
 from .base import (
+    JSON_HEADERS,
+    SSE_HEADERS,
     AgentRequest,
     ProviderError,
     ProviderReply,
+    encode_json,
     malformed,
     post_ok,
     system_prompt,
@@ -32,14 +35,15 @@ class OpenAIProvider:
 
     name = "openai"
 
-    def __init__(self, client: httpx.AsyncClient, env: Mapping[str, str],
+    def __init__(self, client: aiohttp.ClientSession, env: Mapping[str, str],
                  model: str | None = None) -> None:
         key = env.get("OPENAI_API_KEY")
         if not key:
             raise ProviderError(400, "provider 'openai' is not configured on this endpoint: "
                                      "set OPENAI_API_KEY where `codex-flow serve` runs")
         self._client = client
-        self._headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+        self._headers = {"authorization": f"Bearer {key}", **JSON_HEADERS}
+        self._stream_headers = {**self._headers, **SSE_HEADERS}
         self._url = (env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
         self.model = model or env.get("OPENAI_MODEL") or DEFAULT_MODEL
 
@@ -53,10 +57,10 @@ class OpenAIProvider:
         return body
 
     async def complete(self, request: AgentRequest) -> ProviderReply:
-        response = await post_ok(self._client, VENDOR, self._url,
-                                 json=self._body(request, False), headers=self._headers)
+        payload = await post_ok(self._client, VENDOR, self._url, self._body(request, False),
+                                self._headers)
         try:
-            doc = response.json()
+            doc = orjson.loads(payload)
             text = doc["choices"][0]["message"]["content"] or ""
             usage = _usage(doc["usage"])
         except (ValueError, KeyError, IndexError, TypeError):
@@ -68,17 +72,18 @@ class OpenAIProvider:
         usage: dict[str, int] | None = None
         model = self.model
         try:
-            async with aconnect_sse(self._client, "POST", self._url,
-                                    json=self._body(request, True), headers=self._headers) as src:
-                if src.response.status_code != 200:
-                    raise upstream_failure(VENDOR, src.response, await src.response.aread())
+            async with self._client.post(self._url, data=encode_json(self._body(request, True)),
+                                         headers=self._stream_headers) as response:
+                if response.status != 200:
+                    raise upstream_failure(VENDOR, response.status, response.headers,
+                                           await response.read())
                 done = False
-                async for sse in src.aiter_sse():
+                async for sse in aiter_sse(response):
                     if sse.data.strip() == "[DONE]":
                         done = True
                         break
                     try:
-                        doc = json.loads(sse.data)
+                        doc = orjson.loads(sse.data)
                     except ValueError:
                         raise malformed(VENDOR, "stream event is not JSON") from None
                     if "error" in doc:
@@ -91,7 +96,7 @@ class OpenAIProvider:
                         if content:
                             parts.append(content)
                             yield content
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise transport_failure(VENDOR, exc) from None
         except SSEError:
             raise malformed(VENDOR, "not an event stream") from None
