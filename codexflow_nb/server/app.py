@@ -17,15 +17,15 @@ import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-import httpx
+import aiohttp
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..errors import ConfigError
+from ..httpclient import client_timeout, make_session
 from ..registry import Registry
-from ..runtimes.codex import make_http_client
 from .providers import (
     PROVIDER_NAMES,
     AgentRequest,
@@ -42,7 +42,7 @@ MAX_BODY_BYTES = 1 << 20
 MAX_NAME_CHARS = 200
 #: Connections the endpoint keeps open to each vendor.
 UPSTREAM_CONNECTIONS = 64
-UPSTREAM_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
+UPSTREAM_TIMEOUT = client_timeout(300.0, connect_s=10.0)
 
 
 def error_response(status: int, type_: str, message: str,
@@ -121,7 +121,7 @@ class Endpoint:
         self._expected = f"Bearer {token}".encode() if token else None
         self._rng = random.Random(fail_seed)
         self._providers: dict[str, Provider] = {}
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
 
     # -- shared resources -----------------------------------------------------------------
     def provider(self, name: str) -> Provider:
@@ -132,15 +132,15 @@ class Endpoint:
                                                           model)
         return found
 
-    def _upstream(self) -> httpx.AsyncClient:
+    def _upstream(self) -> aiohttp.ClientSession:
         """The client for vendor APIs, made on first use (echo and cli never need it)."""
         if self._client is None:
-            self._client = make_http_client(UPSTREAM_CONNECTIONS, timeout=UPSTREAM_TIMEOUT)
+            self._client = make_session(UPSTREAM_CONNECTIONS, timeout=UPSTREAM_TIMEOUT)
         return self._client
 
     async def aclose(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
 
     # -- handlers ---------------------------------------------------------------------------
