@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from .aliases import Aliases, ResolvedAlias
 from .engine import Engine, RunOptions, TaskResult
-from .errors import ConfigError
+from .errors import ConfigError, RunStorageError
 from .events import Event, EventBus, JsonlSink
 from .plan import Plan
 from .registry import Registry, load_registry
@@ -150,6 +150,11 @@ class Run:
         t0 = loop.time()
         try:
             tasks = await self.engine.run()
+            if self._sink is not None:
+                try:
+                    self._sink.flush()  # the last lines (run_complete) must reach the disk
+                except RunStorageError as exc:  # as if the engine's own write had failed
+                    self.engine._storage_failed(str(exc))
         finally:
             if self._sink is not None:
                 self._sink.close()

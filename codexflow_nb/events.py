@@ -5,6 +5,8 @@ The schema is documented in ``docs/EVENTS.md``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import os
 import threading
@@ -94,8 +96,16 @@ class EventBus:
 
 
 class JsonlSink:
-    """Appends one JSON object per line with a single ``write`` (O_APPEND), so concurrent
-    writers never interleave within a line and a crash tears at most the last line.
+    """Appends one JSON object per line with ``write`` (O_APPEND) calls that hold whole lines,
+    so concurrent writers never interleave within a line and a crash tears at most the last.
+
+    Inside a running event loop, the lines of one loop iteration go out in one ``write`` at the
+    end of it (``call_soon``): a write costs ~25 µs of kernel time here, four per task, which
+    was a fifth of the engine's time per HTTP task. Lines wait only while the loop runs other
+    callbacks, so a crash loses at most what the last iteration emitted, as a crash a moment
+    earlier would; a write error is raised by the next ``write`` (the engine then stops the
+    run) and by ``flush``/``close``. Outside a loop, and with ``fsync="every"``, each line is
+    written (and synced) at once.
 
     ``fsync``: ``every`` event, ``batch`` (a background timer syncs within about a second of
     a write, and ``close`` syncs the rest; the writer never waits for the disk) or ``never``.
@@ -117,12 +127,43 @@ class JsonlSink:
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()  # the timer's fsync against close()
         self._torn = False  # a short write left part of a line: end it before the next one
+        self._pending: list[bytes] = []  # lines of this loop iteration, written by _flush
+        self._error: str | None = None  # a failed deferred write, raised by the next write
 
     def __call__(self, event: Event) -> None:
         self.write(event)
 
     def write(self, event: Event) -> None:
+        if self._error is not None:
+            raise RunStorageError(self._error)
         data = dump_line(event)
+        if self.fsync != "every":
+            loop = asyncio._get_running_loop()
+            if loop is not None:
+                if not self._pending:
+                    loop.call_soon(self._flush_soon)
+                self._pending.append(data)
+                return
+        self._write(data)
+
+    def flush(self) -> None:
+        """Write the lines still waiting for the end of the loop iteration."""
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._write(data)
+        if self._error is not None:
+            raise RunStorageError(self._error)
+
+    def _flush_soon(self) -> None:
+        try:
+            self.flush()
+        except RunStorageError as exc:
+            self._error = str(exc)
+
+    def _write(self, data: bytes) -> None:
+        if self._fd < 0:
+            raise RunStorageError(f"{self.path}: the event log is closed")
         if self._torn:
             data = b"\n" + data
         try:
@@ -172,6 +213,11 @@ class JsonlSink:
             self._sync_later()
 
     def close(self) -> None:
+        """Write what is pending, sync (unless ``never``) and close. Never raises: call
+        :meth:`flush` first to learn whether the last lines were written."""
+        if self._pending and self._fd >= 0:
+            with contextlib.suppress(RunStorageError):
+                self.flush()
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
