@@ -7,9 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
-
-import httpx
 
 
 def free_port() -> int:
@@ -31,9 +30,10 @@ def endpoint(latency_ms: float = 0.0, *extra: str) -> Iterator[str]:
         deadline = time.monotonic() + 20
         while True:
             try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
+                with urllib.request.urlopen(f"{url}/health", timeout=1) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"endpoint did not start: {proc.stderr.read().decode()[-500:]}")
