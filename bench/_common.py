@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from codexflow_nb.runtimes import Reply, RuntimeCall
@@ -53,3 +54,11 @@ def median(xs: Sequence[float]) -> float:
 
 def header(title: str) -> None:
     print(f"# {title}\n# {machine()}\n# command: python {' '.join(sys.argv)}\n")
+
+
+def disk_tmp() -> tempfile.TemporaryDirectory[str]:
+    """A scratch folder on the disk a run would use: under the current directory (where
+    ``.runs`` and ``data/logs`` go by default) or ``$BENCH_DIR``, not ``/tmp``, whose history
+    on a long-lived machine (folders of earlier 100k-task runs) can slow file creation 10x."""
+    return tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR") or os.getcwd(),
+                                       prefix=".bench-")

@@ -19,11 +19,12 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from _common import disk_tmp
 
 from codexflow_nb import run
 from codexflow_nb.events import TERMINAL_KINDS
@@ -101,7 +102,7 @@ def main() -> None:
           f"{repeat} timed run(s) per row, median; Dask: {args.workers} worker processes x 1 thread\n")
     rows = []
     ceilings: list[float] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with disk_tmp() as tmp:
         log = Path(tmp) / "events.jsonl"
         t0 = time.perf_counter()
         with start_local_cluster(n_workers=args.workers, threads_per_worker=1) as cluster:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from _common import header, median, parser, table
+from _common import disk_tmp, header, median, parser, table
 from _endpoint import endpoint
 
 import codexflow_nb as cf
@@ -83,7 +83,7 @@ def main() -> None:
     header("HTTP throughput")
     rows = []
     shm = Path("/dev/shm")
-    with endpoint(0) as url, tempfile.TemporaryDirectory() as disk, \
+    with endpoint(0) as url, disk_tmp() as disk, \
             tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as ram:
         asyncio.run(bare(url, 30, 6))  # warm up the endpoint
         places = (("disk", Path(disk)), ("tmpfs", Path(ram)))

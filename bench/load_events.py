@@ -17,9 +17,10 @@ import os
 import platform
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from _common import disk_tmp
 
 ALIASES = [("reviewer", "code-analyzer", 4), ("architect", "system-architect", 2),
            ("tester", "tester", 3), ("coder", "coder", 3)]
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from codexflow_nb.analysis import load_events, tasks_frame
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with disk_tmp() as tmp:
         path = Path(args.log) if args.log else Path(tmp) / "events.jsonl"
         if not path.exists():
             t0 = time.perf_counter()

@@ -13,7 +13,7 @@ import sys
 from _common import header, parser, table
 
 CHILD = r"""
-import asyncio, json, resource, sys, tempfile
+import asyncio, json, os, resource, sys, tempfile
 from pathlib import Path
 import codexflow_nb as cf
 from codexflow_nb.aliases import Aliases
@@ -32,7 +32,8 @@ aliases = {f"a{i}": {"id": "coder", "overrides": {"runtime": {"concurrency": {"m
            for i in range(4)}
 tasks = {a: [f"task {j} for {a}" for j in range(n // 4)] for a in aliases}
 base = rss_mb()
-tmp = Path(tempfile.mkdtemp())
+scratch = tempfile.TemporaryDirectory(dir=os.getcwd(), prefix='.bench-')
+tmp = Path(scratch.name)
 plan = cf.Plan.from_task_map(tasks)
 resolved = plan.validate(cf.load_registry(), Aliases(aliases))
 opts = RunOptions(log_file=tmp / "events.jsonl", runs_dir=(tmp / "runs") if store else None,
@@ -40,6 +41,7 @@ opts = RunOptions(log_file=tmp / "events.jsonl", runs_dir=(tmp / "runs") if stor
 result = asyncio.run(Run(plan, resolved, StubRuntime(0), opts).execute())
 assert len(result.tasks) == n and result.ok
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+scratch.cleanup()
 print(json.dumps({"base": base, "peak": peak}))
 """
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 import time
 from pathlib import Path
 
-from _common import header, parser, table
+from _common import disk_tmp, header, parser, table
 from _endpoint import endpoint
 
 import codexflow_nb as cf
@@ -62,7 +61,7 @@ def main() -> None:
     ideal = n / 6 * latency
     header("packing efficiency")
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with disk_tmp() as tmp:
         cases = [("stub", {"runtime": "stub", "latency_ms": latency * 1000})]
         with endpoint(latency_ms=latency * 1000) as url:
             cases.append(("codex (HTTP)", {"runtime": "codex", "url": url}))

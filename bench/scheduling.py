@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import tempfile
 import time
 from pathlib import Path
 
-from _common import ZeroRuntime, header, parser, table
+from _common import ZeroRuntime, disk_tmp, header, parser, table
 
 from codexflow_nb import Plan, load_registry
 from codexflow_nb.aliases import Aliases
@@ -59,7 +58,7 @@ def main() -> None:
     sizes = [1_000, 4_000] if args.short else [1_000, 10_000, 20_000, 100_000]
     header("scheduling overhead")
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with disk_tmp() as tmp:
         for n in sizes:
             base = asyncio.run(bare(n))
             eng = engine_run(n, Path(tmp), store=False)

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
 import time
 
-from _common import header, median, parser, table
+from _common import disk_tmp, header, median, parser, table
 
 
 def timed(cmd: list[str], cwd: str) -> float:
@@ -24,7 +23,7 @@ def main() -> None:
     repeats = 2 if args.short else 5
     header("start-up")
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with disk_tmp() as tmp:
         cases = [("python -c pass", [sys.executable, "-c", "pass"], None),
                  ("import codexflow_nb", [sys.executable, "-c", "import codexflow_nb"], 0.3),
                  ("codex-flow run --example", [sys.executable, "-m", "codexflow_nb", "run",
