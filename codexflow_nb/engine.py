@@ -286,6 +286,7 @@ class Engine:
 
     async def _worker(self, alias: str) -> None:
         queue, cond = self._queues[alias], self._wakeups[alias]
+        loop = asyncio.get_running_loop()
         while self._cancel_reason is None:
             if not queue:
                 async with cond:
@@ -295,14 +296,21 @@ class Engine:
                 await self._store.drained(STORE_BACKLOG // 2)  # a slow disk bounds memory
                 continue
             node = queue.popleft()
+            # A task that ends without suspending (rejected, instant failure) must not let this
+            # worker drain its whole queue in one go while the other workers and views wait, so
+            # such a task is followed by a yield. A callback scheduled now runs only if the loop
+            # turned meanwhile, i.e. if the task suspended; then the next task starts at once
+            # (a yield after every task cost ~0.5 ms per task when slots finish together).
+            turned = [False]
+            probe = loop.call_soon(turned.append, True)
             if self._global is not None:
                 async with self._global:
                     await self._run_node(node)
             else:
                 await self._run_node(node)
-            # A task that ends without suspending (rejected, instant failure) must not let this
-            # worker drain its whole queue in one go while the other workers and views wait.
-            await asyncio.sleep(0)
+            if len(turned) == 1:
+                probe.cancel()
+                await asyncio.sleep(0)
 
     async def _run_node(self, node: _Node) -> None:
         if self._cancel_reason is not None:
