@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import loops
 from .aliases import Aliases, ResolvedAlias
 from .engine import Engine, RunOptions, TaskResult
 from .errors import ConfigError, RunStorageError
@@ -232,7 +233,7 @@ class _LoopThread:
     def submit(cls, coro: Coroutine[Any, Any, T]) -> T:
         with cls._lock:
             if cls._loop is None:
-                loop = asyncio.new_event_loop()
+                loop = loops.new_event_loop()
                 threading.Thread(target=loop.run_forever, name="codexflow-loop", daemon=True).start()
                 cls._loop = loop
         return asyncio.run_coroutine_threadsafe(coro, cls._loop).result()
@@ -243,12 +244,13 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
+        return loops.run(coro)
     return _LoopThread.submit(coro)
 
 
 def run(tasks: Any = None, **kwargs: Any) -> RunResult:
     """Run tasks and wait for the result. Works in scripts and in notebook cells."""
+    loops.loop_factory()  # a bad $CODEXFLOW_LOOP fails before anything is written
     prepared = prepare_run(tasks, **kwargs)
     return run_sync(prepared.execute())
 

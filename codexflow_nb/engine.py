@@ -18,6 +18,7 @@ from .aliases import ResolvedAlias
 from .context import ContextBus, build_context, enter_task, leave_task
 from .errors import ConfigError, PlanError, RunStorageError
 from .events import SCHEMA_VERSION, STATUS_KIND, Event, EventBus, utc_now_iso
+from .loops import loop_kind
 from .plan import Plan, PlanRevision, PlanTask
 from .resume import restore_result
 from .runstore import RunStore
@@ -204,6 +205,7 @@ class Engine:
         self.emit("run_started", runtime=opts.runtime_name or self.runtime.name, tasks=len(self.nodes),
                   aliases=aliases, maxConcurrency=cap, retries=self._retries,
                   phases=[p.name for p in self.plan.phases], pid=os.getpid(),
+                  loop=loop_kind(self._loop),
                   **({"resumed": len(self._skip)} if self._skip else {}))
         for note in self.plan.events:  # planner notes (e.g. decomposer_invalid) join the log
             self.emit(**note)

@@ -15,13 +15,13 @@ so it cannot end up in a saved notebook.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import queue
 import shlex
 import threading
 from typing import Any
 
+from . import loops
 from .api import RunResult, prepare_run
 from .errors import CodexFlowError, ConfigError
 from .events import Event
@@ -102,7 +102,7 @@ def run_cell(line: str, body: str) -> RunResult:
 
     def work() -> None:
         try:
-            outcome["result"] = asyncio.run(run.execute())
+            outcome["result"] = loops.run(run.execute())
         except BaseException as exc:  # re-raised in the cell's thread
             outcome["error"] = exc
         finally:

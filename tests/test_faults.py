@@ -113,9 +113,10 @@ def fault_of(task: str, faults: list[Fault]) -> Fault:
 
 def _transport(send: Send) -> asyncio.Transport:
     """The connection under uvicorn's ``send`` (its request cycle keeps it as ``.transport``);
-    the dispatcher is the outermost app, so it receives uvicorn's own ``send``."""
+    the dispatcher is the outermost app, so it receives uvicorn's own ``send``. On uvloop the
+    transport is uvloop's own class, so it is recognised by what it can do."""
     transport = getattr(getattr(send, "__self__", None), "transport", None)
-    if not isinstance(transport, asyncio.Transport):
+    if not (hasattr(transport, "abort") and hasattr(transport, "get_extra_info")):
         raise RuntimeError("uvicorn's send no longer exposes its transport: update _transport()")
     return transport
 

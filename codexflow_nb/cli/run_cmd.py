@@ -10,6 +10,7 @@ import signal
 import sys
 from typing import Any
 
+from .. import loops
 from ..api import EXAMPLE_TASKS, Run, RunResult, prepare_run
 from ..errors import ConfigError
 from ..events import TERMINAL_KINDS, Event
@@ -172,6 +173,7 @@ async def _execute(run: Run) -> RunResult:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    loops.loop_factory()  # a bad $CODEXFLOW_LOOP fails before anything is written
     rt_options = runtime_options(args)
     if args.resume and not (args.file or args.plan_file or args.example):
         raise ConfigError("--resume needs the same -f/--plan-file/--example as the original run")
@@ -191,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if dry:
         print("dry run: nothing was run or written")
         return 0
-    result = asyncio.run(_execute(run))
+    result = loops.run(_execute(run))
     if args.json:
         summary = result.summary()
         if args.verbose:

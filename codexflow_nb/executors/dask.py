@@ -28,6 +28,7 @@ from distributed.comm.core import CommClosedError
 from distributed.diagnostics.plugin import WorkerPlugin
 from distributed.scheduler import KilledWorker
 
+from .. import loops
 from ..errors import ConfigError
 from ..runtimes import make_runtime
 from ..runtimes.base import ChunkCallback, Reply, Runtime, RuntimeCall, RuntimeFailure
@@ -127,7 +128,7 @@ class RuntimeHost(WorkerPlugin):
     def _thread_runtime(self) -> tuple[asyncio.AbstractEventLoop, Runtime]:
         state = getattr(self._local, "state", None)
         if state is None:
-            loop = asyncio.new_event_loop()
+            loop = loops.new_event_loop()
             try:
                 runtime = self.spec.build()
                 loop.run_until_complete(runtime.open(1))
