@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
 import statistics
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 from codexflow_nb.runtimes import Reply, RuntimeCall
+
+T = TypeVar("T")
 
 
 class ZeroRuntime:
@@ -62,3 +66,24 @@ def disk_tmp() -> tempfile.TemporaryDirectory[str]:
     on a long-lived machine (folders of earlier 100k-task runs) can slow file creation 10x."""
     return tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR") or os.getcwd(),
                                        prefix=".bench-")
+
+
+def loop_kinds() -> list[str]:
+    """``uvloop`` (what ``codex-flow run`` and ``cf.run()`` start when it is installed) and
+    ``asyncio`` (a notebook kernel's loop, which ``run_async`` and the dashboard use)."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return ["asyncio"]
+    return ["uvloop", "asyncio"]
+
+
+def run_on(kind: str, coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on a fresh loop of ``kind``."""
+    factory = None
+    if kind == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)

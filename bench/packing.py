@@ -12,8 +12,8 @@ import json
 import time
 from pathlib import Path
 
-from _common import disk_tmp, header, parser, table
-from _endpoint import endpoint
+from _common import disk_tmp, header, loop_kinds, parser, run_on, table
+from _endpoint import endpoint, raw_endpoint
 
 import codexflow_nb as cf
 
@@ -41,12 +41,12 @@ async def bare(url: str, n: int, concurrency: int) -> float:
         return time.perf_counter() - t0
 
 
-def makespan(n: int, tmp: Path, **runtime: object) -> tuple[float, float, float]:
+def makespan(loop: str, n: int, tmp: Path, **runtime: object) -> tuple[float, float, float]:
     """(wall seconds incl. start-up, run seconds from the log, mean task ms from the log)."""
-    log = tmp / f"events-{runtime['runtime']}.jsonl"
+    log = tmp / f"events-{loop}-{runtime['runtime']}.jsonl"
     t0 = time.perf_counter()
-    result = asyncio.run(cf.run_async(tasks(n), aliases=ALIASES, log_file=log,
-                                      runs_dir=tmp / "runs", **runtime))
+    result = run_on(loop, cf.run_async(tasks(n), aliases=ALIASES, log_file=log,
+                                       runs_dir=tmp / f"runs-{loop}", **runtime))
     elapsed = time.perf_counter() - t0
     assert result.ok and len(result.tasks) == n, result.summary()
     events = [json.loads(line) for line in log.read_text().splitlines()]
@@ -61,23 +61,31 @@ def main() -> None:
     ideal = n / 6 * latency
     header("packing efficiency")
     rows = []
-    with disk_tmp() as tmp:
-        cases = [("stub", {"runtime": "stub", "latency_ms": latency * 1000})]
-        with endpoint(latency_ms=latency * 1000) as url:
-            cases.append(("codex (HTTP)", {"runtime": "codex", "url": url}))
-            bare_s = asyncio.run(bare(url, n, 6))
-            rows.append(["bare aiohttp, same endpoint", n, f"{ideal:.2f}", f"{bare_s:.2f}",
+    with disk_tmp() as tmp, endpoint(latency_ms=latency * 1000) as url:
+        cases = [("stub", {"runtime": "stub", "latency_ms": latency * 1000}),
+                 ("codex (HTTP)", {"runtime": "codex", "url": url})]
+        with raw_endpoint(latency * 1000) as raw_url:
+            floor_s = run_on(loop_kinds()[0], bare(raw_url, n, 6))
+        rows.append([loop_kinds()[0], "bare aiohttp, minimal server", n, f"{ideal:.2f}",
+                     f"{floor_s:.2f}", f"{ideal / floor_s:.3f}", "-", "-", "-"])
+        for loop in loop_kinds():
+            bare_s = run_on(loop, bare(url, n, 6))
+            rows.append([loop, "bare aiohttp, same endpoint", n, f"{ideal:.2f}", f"{bare_s:.2f}",
                          f"{ideal / bare_s:.3f}", "-", "-", "-"])
             for label, runtime in cases:
-                wall, run_s, mean_ms = makespan(n, Path(tmp), **runtime)
+                wall, run_s, mean_ms = makespan(loop, n, Path(tmp), **runtime)
                 packing = mean_ms / 1000 * n / (run_s * 6)
-                rows.append([label, n, f"{ideal:.2f}", f"{wall:.2f}", f"{ideal / wall:.3f}",
+                rows.append([loop, label, n, f"{ideal:.2f}", f"{wall:.2f}", f"{ideal / wall:.3f}",
                              f"{run_s:.2f}", f"{mean_ms:.2f}", f"{packing:.3f}"])
-    print(table(rows, ["runtime", "tasks", "ideal s", "actual s", "ideal/actual", "run s (log)",
+    print(table(rows, ["loop", "runtime", "tasks", "ideal s", "actual s", "ideal/actual", "run s (log)",
                        "mean task ms", "busy slots"]))
     print("\nactual: wall time of run_async, start-up included; run s: run_started to "
           "run_complete;\nbusy slots: sum of task time / (run s x 6 slots), the share of slot "
           "time spent inside tasks")
+    print("minimal server: a 30-line asyncio HTTP server that sleeps 50 ms, the floor for any "
+          "client here")
+    print("loop: uvloop is what codex-flow run and cf.run() use; asyncio is a notebook's loop "
+          "(run_async, dashboard)\nthe endpoint (codex-flow serve) runs on uvloop either way")
     print("\ntarget: ideal/actual >= 0.98 for both")
 
 
