@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -153,3 +155,54 @@ def test_c_loader_is_used_when_available():
     from codexflow_nb import registry as mod
 
     assert issubclass(mod._Loader, getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def _settled_copy(tmp_path: Path) -> Path:
+    """A copy of the bundle whose files look older than the parse cache's settle time."""
+    root = tmp_path / "agents"
+    shutil.copytree(REPO_AGENTS, root)
+    old = time.time() - 60
+    for file in root.rglob("*"):
+        os.utime(file, (old, old))
+    return root
+
+
+def test_unchanged_files_are_parsed_once_and_each_load_gets_its_own_copy(tmp_path, monkeypatch):
+    from codexflow_nb import registry as registry_mod
+
+    root = _settled_copy(tmp_path)
+    first = load_registry(root)
+    parses: list[str] = []
+    real = registry_mod.parse_yaml
+    monkeypatch.setattr(registry_mod, "parse_yaml", lambda text, where: (parses.append(where),
+                                                                        real(text, where))[1])
+    second = load_registry(root)
+    assert parses == []  # every file came from the cache
+    a, b = first.get("coder"), second.get("coder")
+    assert a.data == b.data and a.data is not b.data
+    a.data["agent"]["name"] = "changed"
+    assert load_registry(root).get("coder").name != "changed"
+
+
+def test_an_edited_file_is_read_again(tmp_path):
+    root = _settled_copy(tmp_path)
+    assert load_registry(root).get("coder").max_parallel_tasks != 7
+    path = load_registry(root).get("coder").path
+    text = path.read_text()
+    data = yaml.safe_load(text)
+    data["runtime"]["concurrency"]["max_parallel_tasks"] = 7
+    path.write_text(yaml.safe_dump(data))
+    assert load_registry(root).get("coder").max_parallel_tasks == 7
+
+
+def test_a_fresh_file_is_not_cached_even_if_rewritten_with_the_same_size_and_mtime(tmp_path):
+    root = tmp_path / "agents"
+    shutil.copytree(REPO_AGENTS, root, copy_function=shutil.copyfile)  # mtimes: now
+    path = load_registry(root).get("coder").path
+    data = yaml.safe_load(path.read_text())
+    for limit in (3, 4):  # same length, and the mtime is put back: only freshness protects
+        stamp = path.stat().st_mtime_ns
+        data["runtime"]["concurrency"]["max_parallel_tasks"] = limit
+        path.write_text(yaml.safe_dump(data))
+        os.utime(path, ns=(stamp, stamp))
+        assert load_registry(root).get("coder").max_parallel_tasks == limit
