@@ -10,7 +10,7 @@ import gc
 import time
 from pathlib import Path
 
-from _common import ZeroRuntime, disk_tmp, header, parser, table
+from _common import ZeroRuntime, disk_tmp, header, loop_kinds, parser, run_on, table
 
 from codexflow_nb import Plan, load_registry
 from codexflow_nb.aliases import Aliases
@@ -40,16 +40,16 @@ async def bare(n: int) -> float:
     return time.perf_counter() - t0
 
 
-def engine_run(n: int, tmp: Path, *, store: bool) -> float:
+def engine_run(loop: str, n: int, tmp: Path, *, store: bool) -> float:
     registry = load_registry()
     plan = Plan.from_task_map(task_map(n))
     resolved = plan.validate(registry, Aliases(ALIASES))
-    opts = RunOptions(log_file=tmp / f"events-{n}-{store}.jsonl",
-                      runs_dir=(tmp / f"runs-{n}") if store else None, keep_outputs=False)
+    opts = RunOptions(log_file=tmp / f"events-{loop}-{n}-{store}.jsonl",
+                      runs_dir=(tmp / f"runs-{loop}-{n}") if store else None, keep_outputs=False)
     run = Run(plan, resolved, ZeroRuntime(), opts)
     gc.collect()
     t0 = time.perf_counter()
-    asyncio.run(run.execute())
+    run_on(loop, run.execute())
     return time.perf_counter() - t0
 
 
@@ -59,14 +59,15 @@ def main() -> None:
     header("scheduling overhead")
     rows = []
     with disk_tmp() as tmp:
-        for n in sizes:
-            base = asyncio.run(bare(n))
-            eng = engine_run(n, Path(tmp), store=False)
-            eng_store = engine_run(n, Path(tmp), store=n <= 20_000)
-            rows.append([n, f"{n / base:,.0f}", f"{n / eng:,.0f}", f"{eng / n * 1e6:.1f}",
-                         f"{base / eng:.2f}",
-                         f"{n / eng_store:,.0f}" if n <= 20_000 else "-"])
-    print(table(rows, ["tasks", "bare tasks/s", "engine tasks/s", "us/task", "engine/bare",
+        for loop in loop_kinds():
+            for n in sizes:
+                base = run_on(loop, bare(n))
+                eng = engine_run(loop, n, Path(tmp), store=False)
+                eng_store = engine_run(loop, n, Path(tmp), store=n <= 20_000)
+                rows.append([loop, n, f"{n / base:,.0f}", f"{n / eng:,.0f}",
+                             f"{eng / n * 1e6:.1f}", f"{base / eng:.2f}",
+                             f"{n / eng_store:,.0f}" if n <= 20_000 else "-"])
+    print(table(rows, ["loop", "tasks", "bare tasks/s", "engine tasks/s", "us/task", "engine/bare",
                        "with .runs tasks/s"]))
     print("\nengine: events to a real log file (4 lines per task: queued, started, telemetry, complete); target >= 20,000 tasks/s")
 
