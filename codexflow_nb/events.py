@@ -95,6 +95,11 @@ class EventBus:
                           f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=3)
 
 
+#: Lines waiting for the end of a loop iteration are written at once beyond this size, so a
+#: burst (100,000 ``task_queued`` at the start of a run) does not sit in memory.
+PENDING_BYTES = 256 * 1024
+
+
 class JsonlSink:
     """Appends one JSON object per line with ``write`` (O_APPEND) calls that hold whole lines,
     so concurrent writers never interleave within a line and a crash tears at most the last.
@@ -128,6 +133,7 @@ class JsonlSink:
         self._lock = threading.Lock()  # the timer's fsync against close()
         self._torn = False  # a short write left part of a line: end it before the next one
         self._pending: list[bytes] = []  # lines of this loop iteration, written by _flush
+        self._pending_bytes = 0
         self._error: str | None = None  # a failed deferred write, raised by the next write
 
     def __call__(self, event: Event) -> None:
@@ -143,6 +149,9 @@ class JsonlSink:
                 if not self._pending:
                     loop.call_soon(self._flush_soon)
                 self._pending.append(data)
+                self._pending_bytes += len(data)
+                if self._pending_bytes >= PENDING_BYTES:  # a burst (100k task_queued at start)
+                    self.flush()
                 return
         self._write(data)
 
@@ -151,6 +160,7 @@ class JsonlSink:
         if self._pending:
             data = b"".join(self._pending)
             self._pending.clear()
+            self._pending_bytes = 0
             self._write(data)
         if self._error is not None:
             raise RunStorageError(self._error)

@@ -94,3 +94,20 @@ def test_a_failed_deferred_write_is_raised_by_the_next_write(
     asyncio.run(emit())
     monkeypatch.undo()
     sink.close()
+
+
+def test_a_burst_is_written_in_bounded_pieces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from codexflow_nb import events
+
+    monkeypatch.setattr(events, "PENDING_BYTES", 4096)
+    sink = JsonlSink(tmp_path / "events.jsonl", fsync="never")
+    sizes = _count_writes(monkeypatch)
+
+    async def burst() -> None:
+        for i in range(1000):  # one loop iteration, ~20 KB of lines
+            sink.write({"i": i, "pad": "x" * 10})
+        assert len(sizes) >= 4 and max(sizes) < 4096 + 100
+
+    asyncio.run(burst())
+    sink.close()
+    assert len((tmp_path / "events.jsonl").read_text().splitlines()) == 1000
