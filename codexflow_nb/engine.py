@@ -10,7 +10,7 @@ import os
 import random
 import secrets
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -226,8 +226,9 @@ class Engine:
             for node in self.nodes.values():
                 if not node.done and node.waiting == 0:
                     self._make_ready(node)
+            counts = Counter(n.task.alias for n in self.nodes.values())
             for alias in self.resolved:
-                self._ensure_workers(alias)
+                self._ensure_workers(alias, counts[alias])
             if self._remaining:
                 try:
                     await self._done_event.wait()
@@ -271,12 +272,11 @@ class Engine:
         if cond._waiters:  # type: ignore[attr-defined]  # cheap check before scheduling a notify
             asyncio.get_running_loop().create_task(self._notify(cond))
 
-    def _ensure_workers(self, alias: str) -> None:
-        """One worker per slot of ``alias``, but no more than it has tasks."""
+    def _ensure_workers(self, alias: str, tasks: int) -> None:
+        """One worker per slot of ``alias``, but no more than its ``tasks``."""
         if alias not in self._queues:  # an alias added by a plan revision
             self._queues[alias], self._wakeups[alias] = deque(), asyncio.Condition()
-        want = min(self.resolved[alias].max_parallel_tasks,
-                   sum(1 for n in self.nodes.values() if n.task.alias == alias))
+        want = min(self.resolved[alias].max_parallel_tasks, tasks)
         for _ in range(want - self._alias_workers.get(alias, 0)):
             self._workers.append(asyncio.create_task(self._worker(alias)))
         self._alias_workers[alias] = max(want, self._alias_workers.get(alias, 0))
@@ -516,8 +516,9 @@ class Engine:
                   changed=[new[k].to_dict() for k in changed], tasks=len(self.nodes),
                   aliases={a: {"agentId": self.resolved[a].agent_id,
                                "limit": self.resolved[a].max_parallel_tasks} for a in new_aliases})
+        counts = Counter(n.task.alias for n in self.nodes.values())
         for alias in dict.fromkeys(new[k].alias for k in changed + added):
-            self._ensure_workers(alias)
+            self._ensure_workers(alias, counts[alias])
         for k in changed + added:
             node = self.nodes[k]
             failed = [d for d in node.deps if self.nodes[d].done and not self.nodes[d].result.ok]
