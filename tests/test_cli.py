@@ -125,7 +125,7 @@ def test_project_agents_dir_is_preferred(workdir):
 
 def test_import_is_light():
     code = ("import sys, codexflow_nb; heavy = {'pandas', 'plotly', 'ipywidgets', 'starlette', "
-            "'uvicorn', 'pyarrow'} & set(sys.modules); print(sorted(heavy))")
+            "'uvicorn', 'pyarrow', 'aiohttp', 'uvloop'} & set(sys.modules); print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
