@@ -133,19 +133,30 @@ class SSEDecoder:
 
 async def aiter_lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[str]:
     """Decoded lines of a body arriving in ``chunks``, split on CRLF, LF or a lone CR, without
-    terminators; a line is yielded as soon as its terminator has arrived."""
-    pending = b""
+    terminators; a line is yielded as soon as its terminator has arrived. Each chunk is scanned
+    once, so a long line arriving in many chunks costs linear time."""
+    parts: list[bytes] = []  # the current line's pieces, until its terminator arrives
+    after_cr = False  # the last chunk ended with CR: a LF opening the next one belongs to it
     async for chunk in chunks:
-        pending += chunk
-        lines = pending.splitlines(keepends=True)
-        pending = b""
-        if lines and (not lines[-1].endswith((b"\n", b"\r")) or lines[-1].endswith(b"\r")):
-            pending = lines.pop()  # incomplete, or a CR that may be the first half of CRLF
-        for line in lines:
-            yield line.rstrip(b"\r\n").decode("utf-8", "replace")
-    if pending:
-        for line in pending.splitlines():
-            yield line.decode("utf-8", "replace")
+        if not chunk:
+            continue
+        if after_cr and chunk[:1] == b"\n":
+            chunk = chunk[1:]
+        after_cr = False
+        for piece in chunk.splitlines(keepends=True):
+            after_cr = False
+            if piece[-1:] == b"\n":
+                parts.append(piece[:-2] if piece[-2:] == b"\r\n" else piece[:-1])
+            elif piece[-1:] == b"\r":
+                parts.append(piece[:-1])
+                after_cr = True  # matters only if this is the chunk's last piece
+            else:
+                parts.append(piece)  # no terminator yet: the chunk's last piece
+                continue
+            yield b"".join(parts).decode("utf-8", "replace")
+            parts.clear()
+    if parts:
+        yield b"".join(parts).decode("utf-8", "replace")
 
 
 async def aiter_sse(response: aiohttp.ClientResponse) -> AsyncIterator[ServerSentEvent]:

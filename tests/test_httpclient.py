@@ -117,3 +117,10 @@ def test_timeouts_and_refused_connections_are_classified() -> None:
     assert is_timeout(exc) and not is_connect_error(exc)
     exc = asyncio.run(fetch(f"http://127.0.0.1:{closed_port()}", client_timeout(1.0)))
     assert is_connect_error(exc) and not is_timeout(exc)
+
+
+def test_a_long_line_in_many_chunks_is_one_line() -> None:
+    line = b"data: " + b"x" * 1_000_000
+    body = line + b"\r\n\r\n"
+    events = decode([body[i:i + 4096] for i in range(0, len(body), 4096)])
+    assert events == [ServerSentEvent("x" * 1_000_000)]
