@@ -10,11 +10,14 @@ timeout detection and a Server-Sent Events decoder (the WHATWG event-stream form
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
+import orjson
 
 #: Idle pooled connections are dropped before common server keep-alive limits (uvicorn: 5 s),
 #: so a request rarely lands on a connection the server is closing.
@@ -48,6 +51,15 @@ def make_session(max_connections: int, headers: Mapping[str, str] | None = None,
     return aiohttp.ClientSession(connector=connector, headers=dict(headers or {}),
                                  cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
                                  timeout=timeout or aiohttp.ClientTimeout(total=None))
+
+
+def json_body(doc: Any) -> bytes:
+    """A request body as UTF-8 JSON: orjson, values JSON cannot hold written with ``str``, and
+    the stdlib for what orjson refuses (an integer wider than 64 bits)."""
+    try:
+        return orjson.dumps(doc, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        return json.dumps(doc, ensure_ascii=False, default=str).encode()
 
 
 def client_timeout(read_s: float | None, connect_s: float | None = None) -> aiohttp.ClientTimeout:

@@ -9,7 +9,6 @@ and never appears in a message.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from email.utils import parsedate_to_datetime
@@ -27,6 +26,7 @@ from ..httpclient import (
     error_detail,
     is_connect_error,
     is_timeout,
+    json_body,
     make_session,
 )
 from .base import ChunkCallback, Reply, RuntimeCall, RuntimeFailure
@@ -133,10 +133,7 @@ class CodexRuntime:
             doc["provider"] = self.provider
         if call.context:
             doc["context"] = call.context
-        try:
-            return orjson.dumps(doc, default=str, option=orjson.OPT_NON_STR_KEYS)
-        except orjson.JSONEncodeError:  # e.g. an integer wider than 64 bits in the context
-            return json.dumps(doc, ensure_ascii=False, default=str).encode()
+        return json_body(doc)
 
     async def run(self, call: RuntimeCall, on_chunk: ChunkCallback | None = None) -> Reply:
         session = self._session

@@ -10,14 +10,13 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ...httpclient import SSEError, aiter_sse
+from ...httpclient import SSEError, aiter_sse, json_body
 from .base import (
     JSON_HEADERS,
     SSE_HEADERS,
     AgentRequest,
     ProviderError,
     ProviderReply,
-    encode_json,
     malformed,
     post_ok,
     system_prompt,
@@ -81,7 +80,7 @@ class AnthropicProvider:
         model = self.model
         stopped = False
         try:
-            async with self._client.post(self._url, data=encode_json(self._body(request, True)),
+            async with self._client.post(self._url, data=json_body(self._body(request, True)),
                                          headers=self._stream_headers) as response:
                 if response.status != 200:
                     raise upstream_failure(VENDOR, response.status, response.headers,

@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
-import orjson
 
-from ...httpclient import is_timeout
+from ...httpclient import is_timeout, json_body
 from ...registry import AgentDef
 from ...runtimes.codex import parse_retry_after
 
@@ -92,14 +91,6 @@ def user_prompt(request: AgentRequest) -> str:
     return text
 
 
-def encode_json(doc: Any) -> bytes:
-    """A request body as UTF-8 JSON (orjson; ``json`` for what orjson refuses, e.g. huge ints)."""
-    try:
-        return orjson.dumps(doc)
-    except orjson.JSONEncodeError:
-        return json.dumps(doc, ensure_ascii=False).encode()
-
-
 def upstream_failure(vendor: str, status: int, headers: Mapping[str, str],
                      body: bytes) -> ProviderError:
     """Map a vendor's non-200 reply to a :class:`ProviderError`, quoting only the vendor's
@@ -119,7 +110,7 @@ async def post_ok(session: aiohttp.ClientSession, vendor: str, url: str, body: A
     """POST ``body`` as JSON to a vendor and return the reply's body; a transport error or a
     non-200 reply becomes a ProviderError."""
     try:
-        async with session.post(url, data=encode_json(body), headers=headers) as response:
+        async with session.post(url, data=json_body(body), headers=headers) as response:
             payload = await response.read()
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise transport_failure(vendor, exc) from None

@@ -9,13 +9,12 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ...httpclient import aiter_lines
+from ...httpclient import aiter_lines, json_body
 from .base import (
     JSON_HEADERS,
     AgentRequest,
     ProviderError,
     ProviderReply,
-    encode_json,
     malformed,
     post_ok,
     system_prompt,
@@ -59,7 +58,7 @@ class OllamaProvider:
         parts: list[str] = []
         final: dict[str, Any] | None = None
         try:
-            async with self._client.post(self._url, data=encode_json(self._body(request, True)),
+            async with self._client.post(self._url, data=json_body(self._body(request, True)),
                                          headers=JSON_HEADERS) as response:
                 if response.status != 200:
                     raise upstream_failure(VENDOR, response.status, response.headers,

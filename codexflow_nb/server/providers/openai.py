@@ -9,14 +9,13 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ...httpclient import SSEError, aiter_sse
+from ...httpclient import SSEError, aiter_sse, json_body
 from .base import (
     JSON_HEADERS,
     SSE_HEADERS,
     AgentRequest,
     ProviderError,
     ProviderReply,
-    encode_json,
     malformed,
     post_ok,
     system_prompt,
@@ -72,7 +71,7 @@ class OpenAIProvider:
         usage: dict[str, int] | None = None
         model = self.model
         try:
-            async with self._client.post(self._url, data=encode_json(self._body(request, True)),
+            async with self._client.post(self._url, data=json_body(self._body(request, True)),
                                          headers=self._stream_headers) as response:
                 if response.status != 200:
                     raise upstream_failure(VENDOR, response.status, response.headers,
