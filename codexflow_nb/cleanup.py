@@ -3,7 +3,8 @@
 Safety rules, in order of importance:
 
 * Only the runs dir and the log file are touched. Inside the runs dir only folders named like
-  a task id (``<runId>-<seq>``) directly under an alias folder are removed; anything else
+  a task id (``<runId>-<seq>``) directly under an alias folder are removed, and staging folders
+  (``.<runId>-<seq>.tmp``) a crash left behind, once they are a minute old; anything else
   (notes, stray files, a runs dir pointed at the wrong place) is left alone.
 * Symlinks are never followed: a symlinked alias or task folder is reported and skipped, and
   removal uses ``shutil.rmtree``'s fd-based walk, which unlinks links instead of entering them.
@@ -20,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +31,10 @@ DEFAULT_RUNS_MAX_PER_ALIAS = 10
 DEFAULT_LOGS_MAX_BYTES = 5 * 1024 * 1024
 #: ``<runId>-<seq>`` as the engine names tasks: ``20261125T143601123-3fa2c1-000001``.
 TASK_DIR_RE = re.compile(r"^(\d{8}T\d{9}-[0-9a-f]{6})-(\d{6,})$")
+#: A task's staging folder, ``.<taskId>.tmp``: a crash while it was being written leaves one.
+STAGING_DIR_RE = re.compile(r"^\.(\d{8}T\d{9}-[0-9a-f]{6}-\d{6,})\.tmp$")
+#: Staging folders younger than this may belong to a run that is writing them now.
+STAGING_STALE_S = 60.0
 _COPY_CHUNK = 1 << 20
 
 
@@ -145,8 +151,17 @@ def prune_runs(runs_dir: str | os.PathLike[str], max_per_alias: int, *, dry_run:
         if not alias.is_dir(follow_symlinks=False):
             continue
         tasks: list[str] = []
+        stale = time.time() - STAGING_STALE_S
         with os.scandir(alias.path) as entries:
             for entry in entries:
+                if (STAGING_DIR_RE.match(entry.name) and entry.is_dir(follow_symlinks=False)
+                        and entry.stat(follow_symlinks=False).st_mtime < stale):
+                    path = root / alias.name / entry.name  # left by a crash mid-write
+                    size = tree_bytes(path)
+                    if not dry_run:
+                        shutil.rmtree(path)
+                    report.removed.append(Removal(path, size))
+                    continue
                 if not TASK_DIR_RE.match(entry.name):
                     continue
                 if entry.is_symlink():

@@ -261,3 +261,17 @@ def test_missing_runs_dir_and_log_are_not_errors(workdir, capsys):
     out = capsys.readouterr().out
     assert "no run store at .runs" in out and "no event log at data/logs/events.jsonl" in out
     assert "freed 0 B" in out
+
+
+def test_staging_folders_left_by_a_crash_are_removed_once_a_minute_old(tmp_path):
+    runs = tmp_path / ".runs"
+    kept = make_task(runs, "rev", task_id(1, 1))
+    old = runs / "rev" / f".{task_id(1, 2)}.tmp"
+    fresh = runs / "rev" / f".{task_id(1, 3)}.tmp"  # may be a live run writing it now
+    for staging in (old, fresh):
+        staging.mkdir()
+        (staging / "input.json").write_text("{}")
+    os.utime(old, (0, 1_000_000))
+    report = prune_runs(runs, 10)
+    assert [r.path for r in report.removed] == [old]
+    assert kept.is_dir() and fresh.is_dir() and not old.exists()
