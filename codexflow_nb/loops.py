@@ -4,8 +4,8 @@ Linux and macOS), asyncio's own otherwise, or as ``$CODEXFLOW_LOOP`` says.
 This covers ``codex-flow run``, ``cf.run()`` and the ``%%codexflow`` magic, which own their
 loop. ``run_async`` and the dashboard run on the caller's loop (a notebook kernel's is
 asyncio's) and are not affected. Measured in ``bench/`` (docs/PERFORMANCE.md): uvloop ran
-the same HTTP workload at ~1.4x the tasks/s, and its timers overshoot a 50 ms sleep by less
-than asyncio's, whose ``epoll`` timeout is rounded up to the next millisecond.
+the same HTTP workload at 1.07-1.35x the tasks/s, and its timers overshoot a 50 ms sleep by
+less than asyncio's, whose ``epoll`` timeout is rounded up to the next millisecond.
 """
 
 from __future__ import annotations
