@@ -14,7 +14,7 @@ fi
 python -m pip install --upgrade pip
 python -m pip install -e ".[test,browser,dask]"
 
-python -m ruff check codexflow_nb tests bench scripts
+python -m ruff check codexflow_nb tests bench scripts notebooks
 python -m pytest -q -p no:cacheprovider tests
 python -m pytest -q -p no:cacheprovider --nbval notebooks/ --nbval-sanitize-with notebooks/sanitize.cfg
 for bench in bench/*.py; do
