@@ -124,6 +124,8 @@ class RunStore:
         if len(self._threads) < (2 if self._slow else 1) <= len(self._queues):
             self._start_writer()
         self._queued += 1
+        # by task id: saves of one task keep their order (the engine saves each task once per
+        # run; only a save made while the second writer is joining could overtake an earlier one)
         self._queues[hash(task_id) % len(self._threads)].put(item)
 
     def _start_writer(self) -> None:
