@@ -128,6 +128,14 @@ def _task_sort_key(name: str) -> tuple[str, int]:
     return match.group(1), int(match.group(2))
 
 
+def _remove(path: Path, report: CleanupReport) -> None:
+    """Remove a folder (unless the report is a dry run) and record it with its size."""
+    size = tree_bytes(path)
+    if not report.dry_run:
+        shutil.rmtree(path)
+    report.removed.append(Removal(path, size))
+
+
 def prune_runs(runs_dir: str | os.PathLike[str], max_per_alias: int, *, dry_run: bool = False,
                report: CleanupReport | None = None) -> CleanupReport:
     """Keep the newest ``max_per_alias`` task folders of every alias under ``runs_dir``."""
@@ -156,11 +164,7 @@ def prune_runs(runs_dir: str | os.PathLike[str], max_per_alias: int, *, dry_run:
             for entry in entries:
                 if (STAGING_DIR_RE.match(entry.name) and entry.is_dir(follow_symlinks=False)
                         and entry.stat(follow_symlinks=False).st_mtime < stale):
-                    path = root / alias.name / entry.name  # left by a crash mid-write
-                    size = tree_bytes(path)
-                    if not dry_run:
-                        shutil.rmtree(path)
-                    report.removed.append(Removal(path, size))
+                    _remove(root / alias.name / entry.name, report)  # left by a crash mid-write
                     continue
                 if not TASK_DIR_RE.match(entry.name):
                     continue
@@ -171,11 +175,7 @@ def prune_runs(runs_dir: str | os.PathLike[str], max_per_alias: int, *, dry_run:
         tasks.sort(key=_task_sort_key, reverse=True)
         report.kept += min(len(tasks), max_per_alias)
         for name in tasks[max_per_alias:]:
-            path = root / alias.name / name
-            size = tree_bytes(path)
-            if not dry_run:
-                shutil.rmtree(path)
-            report.removed.append(Removal(path, size))
+            _remove(root / alias.name / name, report)
     return report
 
 

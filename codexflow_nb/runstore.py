@@ -39,14 +39,8 @@ def atomic_write_bytes(path: str, payload: bytes) -> None:
     """Write ``payload`` to ``path`` via a temp file and rename (whole or absent, never torn)."""
     head, name = os.path.split(path)
     tmp = os.path.join(head, f".{name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
+        _write_file(tmp, payload, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.replace(tmp, path)
     except OSError:
         with contextlib.suppress(OSError):
@@ -65,14 +59,19 @@ _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 STAGING_SUFFIX = ".tmp"
 
 
-def _create(path: str, payload: bytes) -> None:
-    fd = os.open(path, _NEW_FILE, 0o644)
+def _write_file(path: str, payload: bytes, flags: int) -> None:
+    fd = os.open(path, flags, 0o644)
     try:
         view = memoryview(payload)
         while view:
             view = view[os.write(fd, view):]
     finally:
         os.close(fd)
+
+
+def _create(path: str, payload: bytes) -> None:
+    """Write a new file (it must not exist yet)."""
+    _write_file(path, payload, _NEW_FILE)
 
 
 #: At most this many writer threads; a task's files always go to one of them.
