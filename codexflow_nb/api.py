@@ -16,12 +16,14 @@ from .errors import ConfigError, RunStorageError
 from .events import Event, EventBus, JsonlSink
 from .plan import Plan
 from .registry import Registry, load_registry
-from .runtimes import Runtime, make_runtime
+from .runtimes import AGENT_OPTION_NAMES, RUNTIME_NAMES, Runtime, make_runtime
 
 T = TypeVar("T")
 
 _OPTION_NAMES = {f.name for f in fields(RunOptions)}
-_RUNTIME_OPTION_NAMES = {"latency_ms", "jitter", "cpu_ms", "chunks", "url", "api_key", "provider"}
+_RUNTIME_OPTION_NAMES = {"latency_ms", "jitter", "cpu_ms", "chunks", "url", "api_key", "provider",
+                         *AGENT_OPTION_NAMES}
+_AGENT_RUNTIMES = ("codex-cli", "claude-code")
 EXAMPLE_TASKS = Path(__file__).parent / "data" / "orchestrator-tasks.json"
 
 
@@ -127,6 +129,8 @@ class Run:
     def __init__(self, plan: Plan, resolved: dict[str, ResolvedAlias], runtime: Runtime,
                  options: RunOptions, *, on_event: Callable[[Event], None] | None = None,
                  run_id: str | None = None, skip: set[str] | None = None) -> None:
+        #: Things the user should know before the run (e.g. a dirty main checkout).
+        self.warnings: list[str] = []
         self.bus = EventBus()
         self.options = options
         self.engine = Engine(plan, resolved, runtime, options=options, bus=self.bus,
@@ -206,8 +210,10 @@ def prepare_run(tasks: Any = None, *, plan: Plan | Mapping[str, Any] | str | Non
     from .executors import executor_runtime
 
     rt = (executor_runtime(executor, runtime, rt_opts, run_opts, dask_address)
-          or make_runtime(runtime, stream=run_opts.stream, **rt_opts))
+          or _runtime_for(runtime, resolved, run_opts, rt_opts))
     run_opts.runtime_name = rt.name
+    warnings = _check_runtimes(rt, resolved, run_opts)
+    the_plan.events.extend({"kind": "run_warning", "message": w} for w in warnings)
     skip: set[str] | None = None
     run_id = None
     if resume:
@@ -215,7 +221,50 @@ def prepare_run(tasks: Any = None, *, plan: Plan | Mapping[str, Any] | str | Non
 
         run_id = resume
         skip = completed_keys(run_opts.log_file, resume, the_plan, run_opts.runs_dir)
-    return Run(the_plan, resolved, rt, run_opts, on_event=on_event, run_id=run_id, skip=skip)
+    prepared = Run(the_plan, resolved, rt, run_opts, on_event=on_event, run_id=run_id, skip=skip)
+    prepared.warnings = warnings
+    return prepared
+
+
+def _runtime_for(runtime: str | Runtime, resolved: dict[str, ResolvedAlias],
+                 run_opts: RunOptions, rt_opts: dict[str, Any]) -> Runtime:
+    """The run's runtime; aliases that name another one (``runtime.engine``) get theirs."""
+    from .runtimes.agent_cli import RuntimeByAlias, engines_of
+
+    engines = engines_of(resolved)
+    bad = [f"aliases: {a}.runtime.engine: {e!r} is not a runtime (choose "
+           f"{', '.join(RUNTIME_NAMES)})" for a, e in engines.items() if e not in RUNTIME_NAMES]
+    if bad:
+        raise ConfigError(bad)
+    names = {runtime if isinstance(runtime, str) else runtime.name, *engines.values()}
+    if names & set(_AGENT_RUNTIMES):
+        run_opts.stream = True  # an agent's messages are few: always events
+        rt_opts = {**rt_opts, "private": [p for p in (run_opts.log_file, run_opts.runs_dir) if p]}
+    main = make_runtime(runtime, stream=run_opts.stream, **rt_opts)
+    others = {e: make_runtime(e, stream=run_opts.stream, **rt_opts)
+              for e in set(engines.values()) - {main.name}}
+    return RuntimeByAlias(main, others) if others else main
+
+
+def _check_runtimes(rt: Runtime, resolved: dict[str, ResolvedAlias],
+                    run_opts: RunOptions) -> list[str]:
+    """Check agent binaries and workspaces before anything is written; returns warnings."""
+    runtimes = [rt.default, *rt.others.values()] if hasattr(rt, "others") else [rt]
+    warnings: list[str] = []
+    for each in runtimes:
+        check = getattr(each, "check", None)
+        if check is None:
+            continue
+        for warning in check():
+            if warning not in warnings:
+                warnings.append(warning)
+        workspaces = getattr(each, "workspaces", None)
+        if workspaces is not None and workspaces.kind == "none":
+            slots = sum(r.max_parallel_tasks for r in resolved.values())
+            if min(slots, run_opts.max_concurrency or slots) > 1:
+                raise ConfigError("--workspace none runs every task in --repo itself: allow one "
+                                  "task at a time (--max-concurrency 1) or use worktree/copy")
+    return warnings
 
 
 async def run_async(tasks: Any = None, **kwargs: Any) -> RunResult:

@@ -355,13 +355,21 @@ class Engine:
             chunks.append(content)
             self.emit("task_chunk", node, seq=seq, content=content)
 
+        deps = tuple((self.nodes[d].result.alias, self.nodes[d].result.task_id)
+                     for d in node.deps)
+        task_dir = (str(self._store.task_dir(res.alias, res.task_id))
+                    if self._store is not None else None)
+
+        def emit(kind: str, **fields: Any) -> None:
+            self.emit(kind, node, **fields)
+
         attempt = 0
         while True:
             attempt += 1
             res.attempts = attempt
             call = RuntimeCall(self.run_id, res.task_id, res.key, res.alias, res.agent_id,
                                r.effective, node.task.text, attempt, context or None,
-                               node.task.meta, timeout_s)
+                               node.task.meta, timeout_s, deps, task_dir, emit)
             try:
                 async with asyncio.timeout(timeout_s):
                     reply = await self.runtime.run(call, on_chunk if opts.stream else None)

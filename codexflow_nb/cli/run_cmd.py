@@ -15,6 +15,7 @@ from ..api import EXAMPLE_TASKS, Run, RunResult, prepare_run
 from ..errors import ConfigError
 from ..events import TERMINAL_KINDS, Event
 from ..plan import Plan
+from ..runtimes import RUNTIME_NAMES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--agents-dir", help="agents folder (default: lookup order, see docs)")
     src.add_argument("--resume", metavar="RUN_ID", help="re-run the unfinished tasks of a run")
     rt = p.add_argument_group("runtime")
-    rt.add_argument("--runtime", choices=["stub", "codex"], default="stub")
+    rt.add_argument("--runtime", choices=list(RUNTIME_NAMES), default="stub",
+                    help="stub (offline), codex (HTTP endpoint), codex-cli or claude-code "
+                         "(a real coding agent per task, each in its own workspace)")
     rt.add_argument("--stub-latency-ms", type=float, default=20.0, help="stub latency (default 20)")
     rt.add_argument("--stub-jitter", type=float, default=0.0, help="stub latency spread 0..1")
     rt.add_argument("--stub-cpu-ms", type=float, default=0.0, help="CPU burnt per stub task")
@@ -35,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rt.add_argument("--codex-key", default=None, help="bearer token (or $CODEX_API_KEY)")
     rt.add_argument("--provider", choices=["openai", "anthropic", "ollama", "cli", "echo"])
     rt.add_argument("--stream", action="store_true", help="stream replies (SSE) as task_chunk events")
+    add_agent_options(p)
     ex = p.add_argument_group("execution")
     ex.add_argument("--max-concurrency", type=_positive, help="global cap on running tasks")
     ex.add_argument("--timeout-ms", type=_positive, help="per-task timeout (overrides the agents')")
@@ -122,6 +126,21 @@ def format_plan(run: Run) -> str:
     return "\n".join(lines)
 
 
+def format_step(event: Event) -> str:
+    """One line for a ``task_step`` event: ``$ cmd (exit 0, 12 ms)``, a file change, a tool."""
+    kind = event.get("stepType")
+    ms = f", {event['durationMs']:.0f} ms" if event.get("durationMs") is not None else ""
+    if kind == "command":
+        code = event.get("exitCode")
+        return f"$ {str(event.get('command'))[:160]} (exit {'-' if code is None else code}{ms})"
+    if kind == "file_change":
+        return f"edited {', '.join(str(f) for f in event.get('files') or [])[:160]}"
+    if kind == "warning":
+        return f"warning: {str(event.get('message'))[:200]}"
+    what = event.get("tool") or event.get("query") or ""
+    return f"{kind} {what}{f' ({ms[2:]})' if ms else ''}"
+
+
 class TerminalView:
     """Prints per-task lines (and streamed chunks) for ``--verbose``."""
 
@@ -134,6 +153,8 @@ class TerminalView:
             print(f"  > {event['alias']}/{event['key']} started", file=self.stream, flush=True)
         elif kind == "task_chunk":
             print(f"  [{event['alias']}] {event['content']}", file=self.stream, flush=True)
+        elif kind == "task_step":
+            print(f"  [{event['alias']}] {format_step(event)}", file=self.stream, flush=True)
         elif kind == "task_retry":
             print(f"  ~ {event['alias']}/{event['key']} retry after {event['delayMs']} ms: "
                   f"{event['error']['message'][:120]}", file=self.stream, flush=True)
@@ -151,15 +172,63 @@ class TerminalView:
                   file=self.stream, flush=True)
 
 
+def add_agent_options(p: argparse.ArgumentParser) -> None:
+    """Options of the coding-agent runtimes (``codex-cli``, ``claude-code``)."""
+    ag = p.add_argument_group("coding agents (--runtime codex-cli | claude-code)")
+    ag.add_argument("--agent-bin", metavar="PATH",
+                    help="the agent CLI (default: $CODEXFLOW_CODEX_BIN / $CODEXFLOW_CLAUDE_BIN, "
+                         "then PATH)")
+    ag.add_argument("--agent-model", metavar="MODEL", help="model for every agent task")
+    ag.add_argument("--codex-config", metavar="KEY=VALUE", action="append", type=_key_value,
+                    help="a Codex setting passed as `-c KEY=VALUE` (repeatable)")
+    ag.add_argument("--permission-mode", choices=["acceptEdits", "default", "plan",
+                                                  "bypassPermissions"],
+                    help="Claude Code permission mode (default acceptEdits)")
+    ag.add_argument("--allowed-tools", metavar="TOOLS", type=_tool_list,
+                    help="Claude Code tools, comma-separated (default: from the agent card)")
+    ag.add_argument("--workspace", choices=["worktree", "copy", "none"],
+                    help="where each task runs (default: worktree in a git repository, else copy)")
+    ag.add_argument("--repo", metavar="PATH", help="the codebase the agents work on (default .)")
+    ag.add_argument("--base", metavar="REF", help="commit the workspaces start from (default HEAD)")
+    ag.add_argument("--workspaces-dir", metavar="PATH",
+                    help="where workspaces go (default: .git/codexflow/worktrees for worktrees, "
+                         "~/.cache/codexflow/workspaces for copies)")
+
+
+def _key_value(text: str) -> str:
+    key, sep, _ = text.partition("=")
+    if not sep or not key.strip() or any(c.isspace() for c in key):
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return text
+
+
+def _tool_list(text: str) -> list[str]:
+    tools = [t.strip() for t in text.split(",") if t.strip()]
+    if not tools:
+        raise argparse.ArgumentTypeError("expected one or more tool names, comma-separated")
+    return tools
+
+
+def agent_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The coding-agent options that were given (an alias may pick an agent runtime even when
+    ``--runtime`` is another)."""
+    names = ("agent_bin", "agent_model", "codex_config", "permission_mode", "allowed_tools",
+             "workspace", "repo", "base", "workspaces_dir")
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
 def runtime_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.runtime in ("codex-cli", "claude-code"):
+        return agent_options(args)
     if args.runtime == "codex":
         url = args.codex_url or os.environ.get("CODEX_URL")
         if not url:
             raise ConfigError("--runtime codex needs an endpoint: pass --codex-url URL or set "
                               "CODEX_URL (start one with `codex-flow serve`)")
         return {"url": url, "api_key": args.codex_key or os.environ.get("CODEX_API_KEY"),
-                "provider": args.provider}
-    return {"latency_ms": args.stub_latency_ms, "jitter": args.stub_jitter, "cpu_ms": args.stub_cpu_ms}
+                "provider": args.provider, **agent_options(args)}
+    return {"latency_ms": args.stub_latency_ms, "jitter": args.stub_jitter,
+            "cpu_ms": args.stub_cpu_ms, **agent_options(args)}
 
 
 async def _execute(run: Run) -> RunResult:
@@ -188,6 +257,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         continue_on_failure=args.continue_on_failure, strict_tools=args.strict_tools,
         log_file=None if dry else args.log_file, runs_dir=None if dry else args.runs_dir,
         fsync=args.fsync, **rt_options)
+    for warning in run.warnings:
+        print(f"codex-flow: warning: {warning}", file=sys.stderr)
     if args.show_plan or dry:
         print(format_plan(run), file=sys.stderr if args.json else sys.stdout)
     if dry:

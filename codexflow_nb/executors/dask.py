@@ -19,7 +19,7 @@ import os
 import secrets
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import distributed
@@ -340,6 +340,7 @@ class DaskRuntime:
             raise RuntimeFailure(f"Dask cluster unavailable: {self._open_error or 'not open'}",
                                  type="ClusterUnavailable")
         key = f"codexflow-{call.task_id}-a{call.attempt}-{secrets.token_hex(3)}"
+        call = replace(call, emit=None)  # a callback into this process: not sent
         future = client.submit(run_on_worker, self._plugin_name, call, on_chunk is not None,
                                key=key, pure=False, retries=0)
         self._futures.add(future)

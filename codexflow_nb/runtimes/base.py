@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 ChunkCallback = Callable[[str], None]
+#: ``emit(kind, **fields)``: an event about the task (``task_step``, ``task_workspace``).
+EmitCallback = Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,12 @@ class RuntimeCall:
     context: list[dict[str, Any]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     timeout_s: float | None = None
+    #: ``(alias, taskId)`` of the task's dependencies, in plan order.
+    deps: tuple[tuple[str, str], ...] = ()
+    #: The task's folder in the run store (``.runs/<alias>/<taskId>``), if there is one.
+    task_dir: str | None = None
+    #: Emits an event for this task (runtimes that report steps use it).
+    emit: EmitCallback | None = None
 
 
 @dataclass

@@ -11,6 +11,8 @@ from typing import Any, Protocol
 import aiohttp
 
 from ...httpclient import is_timeout, json_body
+from ...prompts import agent_card, task_prompt
+from ...prompts import first_line as first_line  # re-exported for the providers
 from ...registry import AgentDef
 from ...runtimes.codex import parse_retry_after
 
@@ -67,28 +69,13 @@ class Provider(Protocol):
 
 
 def system_prompt(agent: AgentDef) -> str:
-    """The agent's role, responsibilities and capabilities as a system prompt."""
-    data = agent.data
-    lines = [f"You are {agent.name} (agent id {agent.id}), a {agent.tier or 'general'} agent "
-             f"in the {agent.domain} domain.", agent.description]
-    primary = (data.get("responsibilities") or {}).get("primary") or []
-    if primary:
-        lines.append("Your responsibilities:")
-        lines.extend(f"- {item}" for item in primary)
-    core = (data.get("capabilities") or {}).get("core") or []
-    if core:
-        lines.append("Core capabilities: " + ", ".join(str(c) for c in core))
-    lines.append("Answer with a short first line that summarises your result, then the details.")
-    return "\n".join(line for line in lines if line)
+    """The agent's card as a system prompt (shared with the coding-agent runtimes)."""
+    return agent_card(agent.data)
 
 
 def user_prompt(request: AgentRequest) -> str:
     """The task, followed by the results of earlier tasks when there are any."""
-    text = request.task
-    if request.context:
-        text += "\n\nResults of earlier tasks (JSON):\n" + json.dumps(
-            request.context, ensure_ascii=False, default=str, indent=1)
-    return text
+    return task_prompt(request.task, request.context)
 
 
 def upstream_failure(vendor: str, status: int, headers: Mapping[str, str],
@@ -142,12 +129,3 @@ def _error_code(body: bytes) -> str | None:
             if isinstance(value, str) and len(value) <= 80:
                 return value
     return None
-
-
-def first_line(text: str, limit: int = 200) -> str:
-    """A one-line summary: the first non-empty line of ``text``, shortened."""
-    for line in text.splitlines():
-        line = line.strip().lstrip("#").strip()
-        if line:
-            return line if len(line) <= limit else line[:limit - 3] + "..."
-    return ""

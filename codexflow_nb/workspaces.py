@@ -1,0 +1,411 @@
+"""Workspaces: where a coding agent's task runs, and how its change is collected.
+
+``worktree``: each task gets ``git worktree add`` on a new branch
+``codexflow/<runId>/<alias>/<taskId>`` from the base (or from its dependency's result). The
+worktrees live outside the main checkout's working tree (under ``.git/codexflow/worktrees`` by
+default), so they never show in its ``git status``; nothing in the main checkout is checked
+out, stashed, staged or committed. ``copy``: the folder is copied (reflinks where the file
+system has them) and snapshotted in a git folder kept beside the copy, never inside it.
+``none``: the task runs in the folder itself (one task at a time; no patch).
+
+When a task ends, every modified, added and deleted file (untracked ones included, ignored ones
+not) is committed on the task's branch (worktree) or snapshot (copy), and the diff against the
+task's start is written as ``changes.patch``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CodexFlowError, ConfigError
+
+KINDS = ("worktree", "copy", "none")
+BRANCH_PREFIX = "codexflow/"
+#: Our git commands never run the user's hooks, prompt for credentials or sign commits.
+_GIT_CONFIG = ("-c", "core.hooksPath=/dev/null", "-c", "commit.gpgsign=false",
+               "-c", "user.name=codexflow", "-c", "user.email=codexflow@localhost",
+               "-c", "advice.detachedHead=false")
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
+
+
+class WorkspaceError(CodexFlowError):
+    """A workspace could not be created or its change collected."""
+
+
+def _git_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(_GIT_ENV)
+    return env
+
+
+def git_sync(*args: str, cwd: str | os.PathLike[str], check: bool = True) -> str:
+    """Run git and return its stdout (for set-up checks before a run, and for cleanup)."""
+    try:
+        proc = subprocess.run(["git", *_GIT_CONFIG, *args], cwd=cwd, capture_output=True,
+                              env=_git_env(), timeout=120)
+    except FileNotFoundError:
+        raise ConfigError("git is not installed: the worktree workspace needs it "
+                          "(apt-get install git), or use --workspace copy") from None
+    if check and proc.returncode != 0:
+        message = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise WorkspaceError(f"git {args[0]} failed: {message[-1] if message else proc.returncode}")
+    return proc.stdout.decode(errors="replace")
+
+
+async def git(*args: str, cwd: str | os.PathLike[str], stdout: int | None = None,
+              check: bool = True) -> str:
+    """Run git without blocking the loop; a failure is a WorkspaceError with git's last line.
+    With ``stdout`` (a file descriptor) the output goes there instead of being returned."""
+    for attempt in range(6):
+        proc = await asyncio.create_subprocess_exec(
+            "git", *_GIT_CONFIG, *args, cwd=cwd, env=_git_env(),
+            stdout=stdout if stdout is not None else asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        if proc.returncode == 0 or not check:
+            return out.decode(errors="replace") if out else ""
+        message = err.decode(errors="replace").strip()
+        # concurrent worktree adds in one repository can meet on a ref or config lock
+        if "lock" in message and attempt < 5:
+            await asyncio.sleep(0.05 * (attempt + 1))
+            continue
+        last = message.splitlines()[-1] if message else f"exit {proc.returncode}"
+        raise WorkspaceError(f"git {args[0]} failed: {last}")
+    raise AssertionError("unreachable")
+
+
+def is_git_repo(path: Path) -> bool:
+    try:
+        return git_sync("rev-parse", "--is-inside-work-tree", cwd=path, check=False).strip() == "true"
+    except ConfigError:
+        return False
+
+
+@dataclass
+class Workspace:
+    """One task's workspace: its folder, branch (worktree) and the commit it started from."""
+
+    kind: str
+    path: Path
+    start: str | None = None
+    branch: str | None = None
+    repo: Path | None = None
+    git_dir: Path | None = None  # copy: the snapshot's git folder, beside the copy
+
+    def describe(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"kind": self.kind, "path": str(self.path)}
+        if self.repo is not None:
+            doc["repo"] = str(self.repo)
+        if self.branch:
+            doc["branch"] = self.branch
+        if self.start:
+            doc["start"] = self.start
+        if self.git_dir is not None:
+            doc["gitDir"] = str(self.git_dir)
+        return doc
+
+    def _git_args(self) -> tuple[str, ...]:
+        if self.git_dir is not None:
+            return ("--git-dir", str(self.git_dir), "--work-tree", str(self.path))
+        return ()
+
+    async def collect(self, patch_path: Path | None) -> dict[str, Any] | None:
+        """Commit everything the task changed and return ``{files, insertions, deletions}``;
+        the patch (binary-safe, against the task's start) goes to ``patch_path``."""
+        if self.kind == "none" or self.start is None:
+            return None
+        g, cwd = self._git_args(), self.path
+        await git(*g, "add", "-A", cwd=cwd)
+        await git(*g, "commit", "-q", "--no-verify", "--allow-empty", "-m",
+                  f"codexflow: {self.branch or self.path.name}", cwd=cwd)
+        numstat = await git(*g, "diff", "--numstat", "-z", "--no-renames", self.start, "HEAD",
+                            cwd=cwd)
+        status = await git(*g, "diff", "--name-status", "-z", "--no-renames", self.start, "HEAD",
+                           cwd=cwd)
+        if patch_path is not None:
+            patch_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(patch_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                await git(*g, "diff", "--binary", "--full-index", "--no-renames", self.start,
+                          "HEAD", cwd=cwd, stdout=fd)
+            finally:
+                os.close(fd)
+        return summarise_diff(numstat, status)
+
+
+def summarise_diff(numstat: str, name_status: str) -> dict[str, Any]:
+    """``{files: [{path, status, insertions, deletions}], insertions, deletions}`` from
+    ``git diff --numstat -z`` and ``--name-status -z`` (binary files count 0 lines)."""
+    statuses: dict[str, str] = {}
+    parts = name_status.split("\0")
+    for code, path in zip(parts[0::2], parts[1::2], strict=False):
+        if code:
+            statuses[path] = {"A": "added", "D": "deleted"}.get(code[0], "modified")
+    files = []
+    for record in numstat.split("\0"):
+        if not record:
+            continue
+        added, removed, path = record.split("\t", 2)
+        ins = int(added) if added.isdigit() else 0
+        dels = int(removed) if removed.isdigit() else 0
+        files.append({"path": path, "status": statuses.get(path, "modified"),
+                      "insertions": ins, "deletions": dels, **({"binary": True} if added == "-"
+                                                              else {})})
+    return {"files": files, "insertions": sum(f["insertions"] for f in files),
+            "deletions": sum(f["deletions"] for f in files)}
+
+
+def default_root(kind: str, repo: Path) -> Path:
+    """Where workspaces go unless ``--workspaces-dir`` says otherwise."""
+    env = os.environ.get("CODEXFLOW_WORKSPACES")
+    if env:
+        return Path(env)
+    if kind == "worktree":
+        common = git_sync("rev-parse", "--git-common-dir", cwd=repo).strip()
+        return (repo / common).resolve() / "codexflow" / "worktrees"
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "codexflow" / "workspaces"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class Workspaces:
+    """Creates the workspaces of one run. ``prepare()`` checks everything before the run."""
+
+    kind: str = "worktree"
+    repo: Path = field(default_factory=Path.cwd)
+    base: str = "HEAD"
+    root: Path | None = None
+    #: Paths the run writes (event log, run store): kept out of ``git status`` and of copies.
+    private: Sequence[Path] = ()
+    base_sha: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    _dirs: dict[str, Path] = field(default_factory=dict)
+
+    def prepare(self) -> list[str]:
+        """Check the folder and base; returns warnings (a dirty main checkout). Raises
+        ConfigError for a problem the user must fix."""
+        if self.kind not in KINDS:
+            raise ConfigError(f"--workspace {self.kind!r}: choose one of {', '.join(KINDS)}")
+        repo = Path(self.repo).expanduser()
+        if not repo.is_dir():
+            raise ConfigError(f"--repo {self.repo}: not a folder")
+        self.repo = repo.resolve()
+        if self.kind == "none":
+            return []
+        git_repo = is_git_repo(self.repo)
+        if self.kind == "worktree":
+            if not git_repo:
+                raise ConfigError(f"--repo {self.repo}: not a git repository; use --workspace copy")
+            top = git_sync("rev-parse", "--show-toplevel", cwd=self.repo).strip()
+            self.repo = Path(top).resolve()
+            try:
+                self.base_sha = git_sync("rev-parse", "--verify", "--quiet",
+                                         f"{self.base}^{{commit}}", cwd=self.repo).strip()
+            except WorkspaceError:
+                raise ConfigError(f"--base {self.base!r}: not a commit in {self.repo}") from None
+            self._exclude_private()
+            if git_sync("status", "--porcelain", "--untracked-files=normal", cwd=self.repo).strip():
+                self.warnings.append(f"{self.repo} has uncommitted changes: they are not in the "
+                                     f"workspaces, which start from {self.base} "
+                                     f"({self.base_sha[:10]})")
+        self.root = Path(self.root or default_root(self.kind, self.repo)).expanduser().resolve()
+        if self.kind == "copy" and _inside(self.root, self.repo):
+            raise ConfigError(f"--workspaces-dir {self.root}: must be outside the copied "
+                              f"folder {self.repo}")
+        return self.warnings
+
+    def _exclude_private(self) -> None:
+        """Keep the run's own files out of the main checkout's ``git status`` through
+        ``.git/info/exclude`` (never by editing a tracked file)."""
+        lines = []
+        for path in self.private:
+            full = Path(path).expanduser().resolve()
+            if _inside(full, self.repo) and full != self.repo:
+                lines.append("/" + full.relative_to(self.repo).as_posix())
+        if not lines:
+            return
+        common = git_sync("rev-parse", "--git-common-dir", cwd=self.repo).strip()
+        exclude = (self.repo / common).resolve() / "info" / "exclude"
+        existing = exclude.read_text(encoding="utf-8").splitlines() if exclude.exists() else []
+        missing = [line for line in lines if line not in existing]
+        if missing:
+            exclude.parent.mkdir(parents=True, exist_ok=True)
+            with exclude.open("a", encoding="utf-8") as fh:
+                if existing and existing[-1] != "":
+                    fh.write("\n")
+                fh.write("# codexflow_nb: run store and event log\n")
+                fh.write("".join(f"{line}\n" for line in missing))
+
+    def branch(self, run_id: str, alias: str, task_id: str) -> str:
+        return f"{BRANCH_PREFIX}{run_id}/{alias}/{task_id}"
+
+    def existing(self, run_id: str, alias: str, task_id: str) -> Workspace:
+        """The workspace a task of this run had (a dependency's, to start from its result)."""
+        if self.kind == "none" or self.root is None:
+            return Workspace("none", self.repo)
+        path = self.root / run_id / alias / task_id
+        if self.kind == "worktree":
+            return Workspace("worktree", path, None, self.branch(run_id, alias, task_id),
+                             self.repo)
+        # a copy's change is the one commit on top of its start
+        return Workspace("copy", path, "HEAD~1", git_dir=path.with_name(path.name + ".git"))
+
+    async def create(self, run_id: str, alias: str, task_id: str,
+                     after: Sequence[Workspace] = ()) -> Workspace:
+        """A fresh workspace for one task (an earlier one of the same task is replaced:
+        ``--resume`` and retries never reuse half-done work). ``after``: the workspaces of
+        the task's dependencies, whose results it starts from."""
+        if self.kind == "none":
+            return Workspace("none", self.repo)
+        assert self.root is not None
+        path = self.root / run_id / alias / task_id
+        if self.kind == "worktree":
+            return await self._worktree(path, self.branch(run_id, alias, task_id), after)
+        return await self._copy(path, after)
+
+    async def _worktree(self, path: Path, branch: str, after: Sequence[Workspace]) -> Workspace:
+        if path.exists() or path.is_symlink():
+            await remove_worktree(self.repo, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        start = self.base_sha
+        done = []  # dependencies that left a branch (a dependency may have run elsewhere)
+        for dep in after:
+            if dep.kind == "worktree" and dep.branch:
+                sha = (await git("rev-parse", "--verify", "--quiet", f"{dep.branch}^{{commit}}",
+                                 cwd=self.repo, check=False)).strip()
+                if sha:
+                    done.append(dep)
+                    start = start if len(done) > 1 else sha
+        assert start is not None
+        await git("worktree", "add", "--quiet", "--no-track", "-B", branch, str(path), start,
+                  cwd=self.repo)
+        ws = Workspace("worktree", path, start, branch, self.repo)
+        if len(done) > 1:
+            await _merge_dependencies(ws, done[1:])
+        return ws
+
+    async def _copy(self, path: Path, after: Sequence[Workspace]) -> Workspace:
+        git_dir = path.with_name(path.name + ".git")
+        for old in (path, git_dir):
+            if old.exists():
+                await asyncio.to_thread(shutil.rmtree, old)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        after = [w for w in after if w.kind == "copy" and w.git_dir is not None
+                 and w.git_dir.is_dir()]
+        source = after[0].path if after else self.repo
+        await self._copy_tree(source, path)
+        ws = Workspace("copy", path, None, None, None, git_dir)
+        g = ws._git_args()
+        await git(*g, "init", "-q", cwd=path.parent)
+        await git(*g, "add", "-A", cwd=path)
+        await git(*g, "commit", "-q", "--no-verify", "--allow-empty", "-m", "codexflow: start",
+                  cwd=path)
+        for dep in after[1:]:  # several dependencies: their changes on top of the first's
+            if dep.git_dir is None or dep.start is None:
+                continue
+            patch = path.with_name(path.name + ".deps.patch")
+            fd = os.open(patch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                await git(*dep._git_args(), "diff", "--binary", "--full-index", dep.start, "HEAD",
+                          cwd=dep.path, stdout=fd)
+            finally:
+                os.close(fd)
+            try:
+                if patch.stat().st_size:
+                    await git(*g, "apply", "--whitespace=nowarn", str(patch), cwd=path)
+            except WorkspaceError as exc:
+                raise WorkspaceError(f"the changes of the dependencies conflict: {exc}") from None
+            finally:
+                patch.unlink(missing_ok=True)
+        if len(after) > 1:
+            await git(*g, "add", "-A", cwd=path)
+            await git(*g, "commit", "-q", "--no-verify", "--allow-empty", "-m",
+                      "codexflow: dependencies", cwd=path)
+        ws.start = (await git(*g, "rev-parse", "HEAD", cwd=path)).strip()
+        return ws
+
+    async def _copy_tree(self, source: Path, target: Path) -> None:
+        skip = [Path(p).expanduser().resolve() for p in self.private]
+        skip = [p for p in skip if _inside(p, source)]
+        if not skip:
+            proc = await asyncio.create_subprocess_exec(
+                "cp", "-a", "--reflink=auto", f"{source}/.", str(target),
+                stderr=asyncio.subprocess.PIPE)
+            _, err = await proc.communicate()
+            if proc.returncode == 0:
+                return
+            raise WorkspaceError(f"cannot copy {source}: {err.decode(errors='replace').strip()}")
+
+        def ignore(folder: str, names: list[str]) -> list[str]:
+            return [n for n in names if Path(folder, n).resolve() in skip]
+
+        await asyncio.to_thread(shutil.copytree, source, target, symlinks=True, ignore=ignore)
+
+
+async def _merge_dependencies(ws: Workspace, others: Sequence[Workspace]) -> None:
+    """Several dependencies: the task starts from the first one's result with the others'
+    branches merged in; a conflict fails the task, naming the files."""
+    for dep in others:
+        try:
+            await git("merge", "--no-ff", "--no-edit", "-q", dep.branch or "", cwd=ws.path)
+        except WorkspaceError:
+            conflicted = (await git("diff", "--name-only", "--diff-filter=U", cwd=ws.path,
+                                    check=False)).split()
+            await git("merge", "--abort", cwd=ws.path, check=False)
+            raise WorkspaceError(f"the results of the dependencies conflict (merging "
+                                 f"{dep.branch}): {', '.join(conflicted) or 'see git'}") from None
+    ws.start = (await git("rev-parse", "HEAD", cwd=ws.path)).strip()
+
+
+async def remove_worktree(repo: Path, path: Path) -> None:
+    """Remove one worktree folder (and git's record of it)."""
+    await git("worktree", "remove", "--force", "--force", str(path), cwd=repo, check=False)
+    if path.exists():
+        await asyncio.to_thread(shutil.rmtree, path, True)
+    await git("worktree", "prune", cwd=repo, check=False)
+
+
+def remove_workspace_sync(doc: dict[str, Any], *, branch: bool = True) -> list[str]:
+    """Remove a workspace described by a ``task_workspace`` event (for cleanup); returns what
+    went. Only branches under ``codexflow/`` are ever deleted."""
+    gone: list[str] = []
+    path = Path(doc.get("path", ""))
+    kind = doc.get("kind")
+    if kind == "worktree" and doc.get("repo"):
+        repo = Path(doc["repo"])
+        if path.exists() and repo.is_dir():
+            git_sync("worktree", "remove", "--force", "--force", str(path), cwd=repo, check=False)
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        if repo.is_dir():
+            git_sync("worktree", "prune", cwd=repo, check=False)
+        gone.append(str(path))
+        name = doc.get("branch") or ""
+        if branch and name.startswith(BRANCH_PREFIX) and repo.is_dir():
+            git_sync("branch", "-D", "-q", name, cwd=repo, check=False)
+            gone.append(f"branch {name}")
+    elif kind == "copy":
+        for target in (path, Path(doc["gitDir"]) if doc.get("gitDir") else None):
+            if target is not None and target.exists():
+                shutil.rmtree(target, ignore_errors=True)
+                gone.append(str(target))
+    with contextlib.suppress(OSError):  # empty run / alias folders above it
+        path.parent.rmdir()
+        path.parent.parent.rmdir()
+    return gone
