@@ -18,7 +18,7 @@ def _optional_commands() -> list[object]:
     import importlib
 
     found = []
-    for name in ("serve_cmd", "report_cmd", "cleanup_cmd", "export_cmd"):
+    for name in ("serve_cmd", "report_cmd", "cleanup_cmd", "export_cmd", "changes_cmd"):
         try:
             found.append(importlib.import_module(f".{name}", __name__))
         except ModuleNotFoundError as exc:
