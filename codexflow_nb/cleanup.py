@@ -6,6 +6,10 @@ Safety rules, in order of importance:
   a task id (``<runId>-<seq>``) directly under an alias folder are removed, and staging folders
   (``.<runId>-<seq>.tmp``) a crash left behind, once they are a minute old; anything else
   (notes, stray files, a runs dir pointed at the wrong place) is left alone.
+* A coding-agent task's workspace (its git worktree and ``codexflow/...`` branch, or its copy)
+  goes with its task folder, as recorded in the folder's ``workspace.json``; so does the
+  workspace of a task that never finished in a run that is no longer alive (a ``kill -9``).
+  Branches that codexflow did not create are never touched.
 * Symlinks are never followed: a symlinked alias or task folder is reported and skipped, and
   removal uses ``shutil.rmtree``'s fd-based walk, which unlinks links instead of entering them.
 * The log is trimmed to its last ``max_bytes`` at a line boundary by writing the kept tail to a
@@ -71,6 +75,8 @@ class CleanupReport:
     #: Why the log was not trimmed when it was over the limit (in use, a symlink, ...).
     log_refused: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: Workspaces (worktrees, branches, copies) removed with their tasks.
+    workspaces: list[str] = field(default_factory=list)
 
     @property
     def freed(self) -> int:
@@ -80,6 +86,7 @@ class CleanupReport:
         """The human report, one line per removal and a total."""
         verb = "would remove" if self.dry_run else "removed"
         out = [f"{verb} {r.path} ({human_bytes(r.bytes)})" for r in self.removed]
+        out += [f"{verb} {w}" for w in self.workspaces]
         out += [f"skipped {s}" for s in self.skipped]
         out += self.notes
         if self.log is not None:
@@ -128,8 +135,28 @@ def _task_sort_key(name: str) -> tuple[str, int]:
     return match.group(1), int(match.group(2))
 
 
+def _drop_workspace(task_dir: Path, report: CleanupReport) -> None:
+    """Remove the workspace recorded in a task folder's ``workspace.json``."""
+    try:
+        doc = json.loads((task_dir / "workspace.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(doc, dict) or doc.get("kind") not in ("worktree", "copy"):
+        return
+    if report.dry_run:
+        report.workspaces.append(f"workspace {doc.get('path')}"
+                                 + (f" and branch {doc['branch']}" if doc.get("branch") else ""))
+        return
+    from .workspaces import remove_workspace_sync
+
+    report.workspaces.extend(remove_workspace_sync(doc))
+    with contextlib.suppress(OSError):
+        (task_dir / "workspace.json").unlink()
+
+
 def _remove(path: Path, report: CleanupReport) -> None:
     """Remove a folder (unless the report is a dry run) and record it with its size."""
+    _drop_workspace(path, report)
     size = tree_bytes(path)
     if not report.dry_run:
         shutil.rmtree(path)
@@ -137,8 +164,11 @@ def _remove(path: Path, report: CleanupReport) -> None:
 
 
 def prune_runs(runs_dir: str | os.PathLike[str], max_per_alias: int, *, dry_run: bool = False,
-               report: CleanupReport | None = None) -> CleanupReport:
-    """Keep the newest ``max_per_alias`` task folders of every alias under ``runs_dir``."""
+               report: CleanupReport | None = None,
+               live: set[str] | None = None) -> CleanupReport:
+    """Keep the newest ``max_per_alias`` task folders of every alias under ``runs_dir``.
+    With ``live`` (the ids of runs still going), the workspaces of unfinished tasks of every
+    other run are removed too (a killed run leaves no stale worktree)."""
     if max_per_alias < 0:
         raise ConfigError(f"runs max per alias must be 0 or more, not {max_per_alias}")
     report = report or CleanupReport(dry_run)
@@ -176,6 +206,12 @@ def prune_runs(runs_dir: str | os.PathLike[str], max_per_alias: int, *, dry_run:
         report.kept += min(len(tasks), max_per_alias)
         for name in tasks[max_per_alias:]:
             _remove(root / alias.name / name, report)
+        if live is not None:
+            for name in tasks[:max_per_alias]:
+                folder = root / alias.name / name
+                if (_task_sort_key(name)[0] not in live and (folder / "workspace.json").exists()
+                        and not (folder / "output.json").exists()):
+                    _drop_workspace(folder, report)  # an unfinished task of a dead run
     return report
 
 
@@ -305,7 +341,9 @@ def cleanup(runs_dir: str | os.PathLike[str] | None = ".runs",
     report = CleanupReport(dry_run)
     try:
         if runs_dir is not None:
-            prune_runs(runs_dir, runs_max_per_alias, dry_run=dry_run, report=report)
+            live = ({run_id for run_id, _ in live_runs(log_file)}
+                    if log_file is not None and os.path.isfile(log_file) else set())
+            prune_runs(runs_dir, runs_max_per_alias, dry_run=dry_run, report=report, live=live)
         if log_file is not None:
             trim_log(log_file, logs_max_bytes, dry_run=dry_run, report=report)
     except OSError as exc:  # permissions, a vanished folder, a full disk for the temp copy

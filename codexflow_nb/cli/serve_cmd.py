@@ -12,7 +12,7 @@ import sys
 
 from ..errors import ConfigError
 
-PROVIDERS = ("echo", "openai", "anthropic", "ollama", "cli")
+PROVIDERS = ("echo", "openai", "anthropic", "ollama", "cli", "codex-cli", "claude-code")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +40,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       help="cli provider time limit (default 120)")
     prov.add_argument("--cli-max-output-kb", type=_positive_float, default=256.0,
                       help="cli provider output cap (default 256)")
+    agent = p.add_argument_group("coding agents (--provider codex-cli | claude-code)")
+    agent.add_argument("--agent-bin", metavar="PATH", help="the agent CLI (default: "
+                       "$CODEXFLOW_CODEX_BIN / $CODEXFLOW_CLAUDE_BIN, then PATH)")
+    agent.add_argument("--agent-model", metavar="MODEL", help="model for every request")
+    agent.add_argument("--codex-config", metavar="KEY=VALUE", action="append",
+                       help="a Codex setting passed as `-c KEY=VALUE` (repeatable)")
+    agent.add_argument("--permission-mode", help="Claude Code permission mode")
+    agent.add_argument("--workspace", choices=["worktree", "copy"], default=None,
+                       help="each request's workspace (default: worktree in a git repository)")
+    agent.add_argument("--repo", default=".", help="the codebase (default .)")
+    agent.add_argument("--base", default="HEAD", help="commit workspaces start from")
+    agent.add_argument("--workspaces-dir", metavar="PATH", help="where workspaces go")
+    agent.add_argument("--runs-dir", metavar="PATH",
+                       help="keep each request's transcript and patch here (default: a temp dir)")
+    agent.add_argument("--pass-env", metavar="NAME", action="append", default=[],
+                       help="also pass this variable to the agent (repeatable; by default only "
+                            "PATH, HOME, locale, proxy and the CLI's own variables go through)")
     rehearse = p.add_argument_group("rehearsal")
     rehearse.add_argument("--latency-ms", type=_non_negative_float, default=0.0,
                           help="delay before each reply (default 0)")
@@ -147,12 +164,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..registry import load_registry
 
     registry = load_registry(args.agents_dir)
+    agent_runtime = _agent_runtime(args)
     app = create_app(registry, provider=args.provider, token=token, latency_ms=args.latency_ms,
                      fail_rate=args.fail_rate, fail_seed=args.fail_seed,
                      chunk_delay_ms=args.chunk_delay_ms, model=args.model,
                      cli_command=shlex.split(args.cli_command) if args.cli_command else None,
                      cli_timeout_s=args.cli_timeout_s,
-                     cli_max_output_bytes=int(args.cli_max_output_kb * 1024))
+                     cli_max_output_bytes=int(args.cli_max_output_kb * 1024),
+                     agent_runtime=agent_runtime, agent_runs_dir=args.runs_dir)
     sock = bind(args.host, args.port)
     port = sock.getsockname()[1]
     shown = f"[{args.host}]" if ":" in args.host else args.host
@@ -174,6 +193,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sock.close()
     print("codex-flow serve: stopped", file=sys.stderr)
     return 0
+
+
+def _agent_runtime(args: argparse.Namespace) -> object | None:
+    """The coding-agent runtime for ``--provider codex-cli|claude-code``, checked now (binary,
+    version, repository) so that a problem stops the server before it listens."""
+    if args.provider not in ("codex-cli", "claude-code"):
+        return None
+    from ..runtimes import make_runtime
+    from ..runtimes.agent_cli import agent_env
+
+    for name in args.pass_env:
+        if not name or "=" in name:
+            raise ConfigError(f"--pass-env {name!r}: give a variable name")
+    runtime = make_runtime(args.provider, agent_bin=args.agent_bin, agent_model=args.agent_model,
+                           codex_config=args.codex_config, permission_mode=args.permission_mode,
+                           workspace=args.workspace, repo=args.repo, base=args.base,
+                           workspaces_dir=args.workspaces_dir,
+                           private=[args.runs_dir] if args.runs_dir else [],
+                           env=agent_env(args.provider, args.pass_env))
+    for warning in runtime.check():  # type: ignore[attr-defined]
+        print(f"codex-flow serve: warning: {warning}", file=sys.stderr)
+    return runtime
 
 
 def _interrupt(signum: int, frame: object) -> None:

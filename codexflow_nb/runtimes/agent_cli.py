@@ -21,6 +21,7 @@ import orjson
 
 from ..errors import ConfigError
 from ..prompts import agent_prompt, first_line
+from ..runstore import atomic_write_json
 from ..workspaces import Workspace, WorkspaceError, Workspaces
 from .adapters import ADAPTERS, Adapter, Turn, claude_tools
 from .base import ChunkCallback, Reply, RuntimeCall, RuntimeFailure
@@ -104,6 +105,7 @@ class AgentCliRuntime:
         if self.name == "codex-cli":
             settings["config_args"] = self.config_args
             return settings
+
         tools = ((agent.get("capabilities") or {}).get("detail") or {}).get("tools") or {}
         if self.allowed_tools is not None:
             settings["allowed_tools"] = self.allowed_tools
@@ -128,8 +130,13 @@ class AgentCliRuntime:
     async def run(self, call: RuntimeCall, on_chunk: ChunkCallback | None = None) -> Reply:
         emit = call.emit
         ws = await self._workspace(call)
-        if ws is not None and emit is not None:
-            emit("task_workspace", workspace=ws.describe())
+        task_dir = Path(call.task_dir) if call.task_dir else None
+        if ws is not None:
+            if emit is not None:
+                emit("task_workspace", workspace=ws.describe())
+            if task_dir is not None:  # cleanup removes the workspace with the task's folder
+                task_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(task_dir / "workspace.json", ws.describe())
         workdir = str(ws.path) if ws is not None else os.getcwd()
         settings = self.settings(call.agent)
         assert self.binary is not None
@@ -137,7 +144,6 @@ class AgentCliRuntime:
                                     ws is not None and ws.kind == "worktree")
         turn = Turn(on_chunk=on_chunk,
                     on_step=(lambda step: emit("task_step", **step)) if emit else None)
-        task_dir = Path(call.task_dir) if call.task_dir else None
         transcript = _Appender(task_dir / "transcript.jsonl" if task_dir else None)
         stderr_log = _Appender(task_dir / "stderr.log" if task_dir else None, STDERR_FILE_LIMIT)
         env = dict(self.env if self.env is not None else os.environ)
@@ -183,8 +189,9 @@ class AgentCliRuntime:
                                   if k in ("kind", "path", "branch", "start")}
         if changes is not None:
             extra["changes"] = changes
-        if turn.model or settings.get("model"):
-            extra["model"] = turn.model or settings.get("model")
+        model = turn.model or settings.get("model") or self._configured_model()
+        if model:
+            extra["model"] = model
         if turn.warnings:
             extra["warnings"] = len(turn.warnings)
         failure = self._failure(turn, finished)
@@ -198,6 +205,24 @@ class AgentCliRuntime:
         return Reply(summary=first_line(final) or f"{self.name} finished", usage=turn.usage,
                      output={"message": final, "changes": changes, "steps": turn.steps},
                      model=extra.get("model"), annotations=extra)
+
+    def _configured_model(self) -> str | None:
+        """Codex's own default model (``model`` in ``$CODEX_HOME/config.toml``), for the cost
+        table; nothing else of that file is read."""
+        if self.name != "codex-cli":
+            return None
+        if not hasattr(self, "_codex_model"):
+            import tomllib
+
+            env = self.env if self.env is not None else os.environ
+            home = env.get("CODEX_HOME") or os.path.join(env.get("HOME", "~"), ".codex")
+            try:
+                with open(os.path.join(os.path.expanduser(home), "config.toml"), "rb") as fh:
+                    value = tomllib.load(fh).get("model")
+            except (OSError, ValueError):
+                value = None
+            self._codex_model = value if isinstance(value, str) else None
+        return self._codex_model
 
     def _failure(self, turn: Turn, finished: Any) -> tuple[str, bool] | None:
         """``(message, retryable)`` when the turn failed; the agent's own words first."""

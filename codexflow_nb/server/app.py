@@ -244,7 +244,8 @@ def create_app(registry: Registry, *, provider: str = "echo", token: str | None 
                chunk_delay_ms: float = 0.0, model: str | None = None,
                cli_command: Sequence[str] | None = None, cli_timeout_s: float = 120.0,
                cli_max_output_bytes: int = 256 * 1024, env: Mapping[str, str] | None = None,
-               max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
+               max_body_bytes: int = MAX_BODY_BYTES, agent_runtime: Any = None,
+               agent_runs_dir: str | None = None) -> Starlette:
     """The endpoint app. ``provider`` is the default for requests that name none; ``env``
     (default ``os.environ``) holds the provider keys and base URLs."""
     problems = []
@@ -260,7 +261,8 @@ def create_app(registry: Registry, *, provider: str = "echo", token: str | None 
         raise ConfigError(problems)
     settings = ProviderSettings(chunk_delay_ms=chunk_delay_ms, cli_command=cli_command,
                                 cli_timeout_s=cli_timeout_s,
-                                cli_max_output_bytes=cli_max_output_bytes)
+                                cli_max_output_bytes=cli_max_output_bytes,
+                                agent_runtime=agent_runtime, agent_runs_dir=agent_runs_dir)
     if env is not None:
         settings.env = env
     endpoint = Endpoint(registry, provider=provider, token=token or None, latency_ms=latency_ms,
