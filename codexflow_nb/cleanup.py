@@ -209,10 +209,23 @@ def prune_runs(runs_dir: str | os.PathLike[str], max_per_alias: int, *, dry_run:
         if live is not None:
             for name in tasks[:max_per_alias]:
                 folder = root / alias.name / name
-                if (_task_sort_key(name)[0] not in live and (folder / "workspace.json").exists()
+                run_id = _task_sort_key(name)[0]
+                if (run_id not in live and (folder / "workspace.json").exists()
                         and not (folder / "output.json").exists()):
+                    _end_agents(run_id, report)  # a killed run's agents may still be running
                     _drop_workspace(folder, report)  # an unfinished task of a dead run
     return report
+
+
+def _end_agents(run_id: str, report: CleanupReport) -> None:
+    from .runtimes.process import kill_processes, run_processes
+
+    pids = run_processes({run_id})
+    if pids:
+        if not report.dry_run:
+            kill_processes(pids)
+        report.notes.append(f"{'would end' if report.dry_run else 'ended'} {len(pids)} agent "
+                            f"process(es) left by run {run_id}")
 
 
 def _pid_alive(pid: int) -> bool:

@@ -5,9 +5,14 @@
     reviewer: [Review the engine]
     architect: [Propose a layout]
 
+    %%codexflow --runtime codex-cli --repo . --workspace worktree
+    coder: [Add a --verbose flag to the CLI]
+
 The cell waits for the run (so headless runs keep its output); progress and streamed text
-update one display at most ten times a second, and the end of the run leaves a static HTML
-summary. Interrupt the kernel to cancel: every task still ends with a terminal event.
+(for coding agents also their steps: commands with exit codes, file changes) update one
+display at most ten times a second, and the end of the run leaves a static HTML summary,
+followed, when tasks ran in workspaces, by each task's changed files and diff.
+Interrupt the kernel to cancel: every task still ends with a terminal event.
 The codex key is read from an environment variable (``--key-env``), never from the cell,
 so it cannot end up in a saved notebook.
 """
@@ -23,17 +28,20 @@ from typing import Any
 
 from . import loops
 from .api import RunResult, prepare_run
+from .cli.run_cmd import add_agent_options, agent_options
 from .errors import CodexFlowError, ConfigError
 from .events import Event
 from .plan import Plan
+from .runtimes import RUNTIME_NAMES
 from .tasks import parse_text
+from .widgets.diffs import display_changes
 from .widgets.render import LiveView
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="%%codexflow", add_help=False, exit_on_error=False,
                                 description="Run the task map (YAML/JSON) in the cell body.")
-    p.add_argument("--runtime", choices=["stub", "codex"], default="stub")
+    p.add_argument("--runtime", choices=RUNTIME_NAMES, default="stub")
     p.add_argument("--plan", action="store_true", help="the body is a plan with phases")
     p.add_argument("--aliases", help="alias map file (YAML/JSON)")
     p.add_argument("--agents-dir", help="agents folder")
@@ -52,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=0.1,
                    help="seconds between display updates (default 0.1)")
     p.add_argument("--out", metavar="NAME", help="store the RunResult in this variable")
+    add_agent_options(p)  # --repo, --workspace, --base, --agent-model, --agent-bin, ...
     return p
 
 
@@ -86,8 +95,11 @@ def run_cell(line: str, body: str) -> RunResult:
         if not url:
             raise ConfigError("%%codexflow: --runtime codex needs --url URL or $CODEX_URL")
         rt: dict[str, Any] = {"url": url, "api_key": os.environ.get(args.key_env) or None}
-    else:
+    elif args.runtime == "stub":
         rt = {"latency_ms": args.latency_ms, "chunks": args.chunks}
+    else:
+        rt = {}
+    rt.update(agent_options(args))  # an alias may pick a coding agent with any --runtime
     events: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
     run = prepare_run(plan=plan, aliases=args.aliases, agents_dir=args.agents_dir,
                       runtime=args.runtime, on_event=events.put, stream=not args.no_stream,
@@ -129,7 +141,10 @@ def run_cell(line: str, body: str) -> RunResult:
     thread.join()
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["result"]
+    result: RunResult = outcome["result"]
+    if view.state.has_workspaces:
+        display_changes(result)  # static HTML: it stays in a saved notebook
+    return result
 
 
 def register(ipython: Any) -> None:

@@ -2,8 +2,8 @@
 
 ``worktree``: each task gets ``git worktree add`` on a new branch
 ``codexflow/<runId>/<alias>/<taskId>`` from the base (or from its dependency's result). The
-worktrees live outside the main checkout's working tree (under ``.git/codexflow/worktrees`` by
-default), so they never show in its ``git status``; nothing in the main checkout is checked
+worktrees live outside the main checkout (under ``~/.cache/codexflow/worktrees`` by default),
+so they never show in its ``git status``; nothing in the main checkout is checked
 out, stashed, staged or committed. ``copy``: the folder is copied (reflinks where the file
 system has them) and snapshotted in a git folder kept beside the copy, never inside it.
 ``none``: the task runs in the folder itself (one task at a time; no patch).
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CodexFlowError, ConfigError
+from .runtimes.process import finish_uncancelled
 
 KINDS = ("worktree", "copy", "none")
 BRANCH_PREFIX = "codexflow/"
@@ -69,7 +71,12 @@ async def git(*args: str, cwd: str | os.PathLike[str], stdout: int | None = None
             "git", *_GIT_CONFIG, *args, cwd=cwd, env=_git_env(),
             stdout=stdout if stdout is not None else asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE)
-        out, err = await proc.communicate()
+        talk = asyncio.ensure_future(proc.communicate())
+        try:
+            out, err = await asyncio.shield(talk)
+        except asyncio.CancelledError:  # git is quick: let it finish rather than leave half a step
+            await finish_uncancelled(talk)
+            raise
         if proc.returncode == 0 or not check:
             return out.decode(errors="replace") if out else ""
         message = err.decode(errors="replace").strip()
@@ -164,15 +171,17 @@ def summarise_diff(numstat: str, name_status: str) -> dict[str, Any]:
 
 
 def default_root(kind: str, repo: Path) -> Path:
-    """Where workspaces go unless ``--workspaces-dir`` says otherwise."""
+    """Where workspaces go unless ``--workspaces-dir`` says otherwise: under
+    ``$CODEXFLOW_WORKSPACES``, else ``~/.cache/codexflow/{worktrees,workspaces}/<repo>-<hash>``.
+    Outside the repository (never in its ``git status``) and outside ``.git`` (agents treat
+    files under ``.git`` as sensitive and refuse to edit them)."""
     env = os.environ.get("CODEXFLOW_WORKSPACES")
     if env:
         return Path(env)
-    if kind == "worktree":
-        common = git_sync("rev-parse", "--git-common-dir", cwd=repo).strip()
-        return (repo / common).resolve() / "codexflow" / "worktrees"
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "codexflow" / "workspaces"
+    tag = hashlib.sha1(str(repo).encode()).hexdigest()[:8]
+    folder = "worktrees" if kind == "worktree" else "workspaces"
+    return Path(cache) / "codexflow" / folder / f"{repo.name or 'root'}-{tag}"
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -225,9 +234,9 @@ class Workspaces:
                                      f"workspaces, which start from {self.base} "
                                      f"({self.base_sha[:10]})")
         self.root = Path(self.root or default_root(self.kind, self.repo)).expanduser().resolve()
-        if self.kind == "copy" and _inside(self.root, self.repo):
-            raise ConfigError(f"--workspaces-dir {self.root}: must be outside the copied "
-                              f"folder {self.repo}")
+        if _inside(self.root, self.repo):
+            raise ConfigError(f"--workspaces-dir {self.root}: must be outside {self.repo} "
+                              "(workspaces inside it would show in its status and copies)")
         return self.warnings
 
     def _exclude_private(self) -> None:

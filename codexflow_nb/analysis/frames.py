@@ -1,5 +1,6 @@
 """Tidy frames built from the events frame: tasks, per-alias and per-run summaries,
-concurrency over time, and the critical path of a run."""
+concurrency over time, the critical path of a run, and the steps and changed files of
+coding-agent tasks."""
 
 from __future__ import annotations
 
@@ -19,9 +20,22 @@ from .pricing import Pricing, as_pricing
 STATUSES = ["completed", "failed", "timeout", "cancelled", "skipped", "rejected", "unfinished"]
 TASK_COLUMNS = ["run", "task_id", "key", "alias", "agent", "phase", "task", "depends_on", "status",
                 "ok", "attempts", "retries", "queued", "started", "finished", "queued_ms",
-                "run_ms", "retry_ms", "backoff_ms", "limit", "tokens_in", "tokens_out", "model",
-                "cost", "error_type", "error_message", "summary", "start_seq", "end_seq"]
+                "run_ms", "retry_ms", "backoff_ms", "limit", "tokens_in", "tokens_out",
+                "cached_tokens_in", "reasoning_tokens", "model", "cost", "agent_cli", "steps",
+                "warnings", "files_changed", "insertions", "deletions", "workspace",
+                "workspace_path", "branch", "error_type", "error_message", "summary",
+                "start_seq", "end_seq"]
+CHANGE_COLUMNS = ["run", "alias", "agent", "task_id", "key", "status", "path", "file_status",
+                  "insertions", "deletions", "binary"]
+STEP_COLUMNS = ["run", "alias", "agent", "task_id", "key", "ts", "seq", "step_type", "command",
+                "tool", "exit_code", "status", "duration_ms", "files", "query", "output",
+                "message"]
 _IDS = ["run", "task_id"]
+#: Usage columns: the terminal event's, else the task's last ``telemetry`` event's.
+_USAGE = ["tokens_in", "tokens_out", "cached_tokens_in", "reasoning_tokens"]
+#: Coding-agent columns of the terminal event (``task_workspace`` fills the workspace).
+_AGENT = ["agent_cli", "steps", "warnings", "files_changed", "insertions", "deletions"]
+_WORKSPACE = ["workspace", "workspace_path", "branch"]
 
 
 def tasks_frame(events: pd.DataFrame, *, pricing: Pricing | str | None = None,
@@ -33,6 +47,12 @@ def tasks_frame(events: pd.DataFrame, *, pricing: Pricing | str | None = None,
     ``queued_ms``: waiting for an alias slot (task_queued -> task_started); ``run_ms``: start to
     end, retries and backoff included; ``retry_ms``: the part before the final attempt.
     ``with_outputs`` adds ``output`` from ``<runs_dir>/<alias>/<task_id>/output.json``.
+
+    Coding-agent tasks (``codex-cli``, ``claude-code``) also fill ``cached_tokens_in`` (part of
+    ``tokens_in``), ``reasoning_tokens`` (part of ``tokens_out``), ``agent_cli``, ``steps``,
+    ``warnings``, the change (``files_changed``, ``insertions``, ``deletions``) and the
+    workspace (``workspace`` kind, ``workspace_path``, ``branch``); other tasks leave them empty.
+    ``cost`` charges cached input at the model's ``cached_input`` price when it has one.
     """
     ev = events[events["task_id"].notna()]
     ev = ev.assign(_k=_task_codes(ev))  # one integer per (run, task_id): fast joins
@@ -44,17 +64,25 @@ def tasks_frame(events: pd.DataFrame, *, pricing: Pricing | str | None = None,
                                                   "seq": "start_seq"})
     term = _last(ev, kinds.isin(list(TERMINAL_KINDS)), {
         "ts": "finished", "kind": "status", "ok": "ok", "ms": "ms", "attempt": "attempts",
-        "tokens_in": "tokens_in", "tokens_out": "tokens_out", "error_type": "error_type",
-        "error_message": "error_message", "summary": "summary", "seq": "end_seq"})
-    tele = _last(ev, kinds == "telemetry", {"model": "model", "tokens_in": "t_in",
-                                            "tokens_out": "t_out"})
-    out = base.join([queued, started, term, tele], how="left").reset_index()
+        **{c: c for c in _USAGE}, "model": "model", "error_type": "error_type",
+        "error_message": "error_message", "summary": "summary", "seq": "end_seq",
+        **{c: c for c in _AGENT + _WORKSPACE}})
+    tele = _last(ev, kinds == "telemetry", {"model": "t_model",
+                                            **{c: f"t_{c}" for c in _USAGE}})
+    space = _last(ev, kinds == "task_workspace", {c: f"w_{c}" for c in _WORKSPACE})
+    out = base.join([queued, started, term, tele, space], how="left").reset_index()
     out["status"] = out["status"].astype(object).map(TERMINAL_KINDS).fillna("unfinished")
     out["status"] = pd.Categorical(out["status"], categories=STATUSES)
     out["ok"] = out["ok"].astype("boolean").fillna(False)
     out["limit"] = out["s_limit"].fillna(out["q_limit"]).astype("Int64")
-    out["tokens_in"] = out["tokens_in"].fillna(out["t_in"]).astype("Int64")
-    out["tokens_out"] = out["tokens_out"].fillna(out["t_out"]).astype("Int64")
+    for col in _USAGE:
+        out[col] = out[col].astype("Int64").fillna(out[f"t_{col}"].astype("Int64"))
+    out["model"] = _fill(out["model"], out["t_model"])
+    for col in _WORKSPACE:
+        out[col] = _fill(out[col], out[f"w_{col}"])
+    for col in ("steps", "warnings", "files_changed", "insertions", "deletions"):
+        out[col] = out[col].astype("Int64")
+    _count_steps(out, ev, kinds)
     out["queued_ms"] = _ms(out["started"] - out["queued"])
     out["run_ms"] = out["ms"].astype("float64").fillna(_ms(out["finished"] - out["started"]))
     _add_retries(out, ev, kinds)
@@ -63,9 +91,12 @@ def tasks_frame(events: pd.DataFrame, *, pricing: Pricing | str | None = None,
     long = (out["task"].str.len() > text_width).fillna(False).astype(bool)
     out["task"] = out["task"].astype("str").where(~long, out["task"].str.slice(0, text_width - 1) + "…")
     out["model"] = out["model"].astype("category")
-    out["cost"] = as_pricing(pricing).cost(out["model"], out["tokens_in"], out["tokens_out"])
-    for col in ("run", "alias", "agent", "error_type"):
+    out["cost"] = as_pricing(pricing).cost(out["model"], out["tokens_in"], out["tokens_out"],
+                                           out["cached_tokens_in"])
+    for col in ("run", "alias", "agent", "error_type", "agent_cli", "workspace"):
         out[col] = out[col].astype("category")
+    for col in ("workspace_path", "branch"):
+        out[col] = out[col].astype("str").where(out[col].notna())
     out = out[TASK_COLUMNS]
     if with_outputs:
         out["output"] = _outputs(out, Path(runs_dir))
@@ -81,6 +112,28 @@ def _task_codes(ev: pd.DataFrame) -> np.ndarray:
 def _last(ev: pd.DataFrame, mask: pd.Series, columns: dict[str, str]) -> pd.DataFrame:
     sub = ev.loc[mask, ["_k", *columns]].drop_duplicates("_k", keep="last")
     return sub.set_index("_k").rename(columns=columns)
+
+
+def _fill(first: pd.Series, then: pd.Series) -> pd.Series:
+    """``first``, else ``then`` (categoricals compared as plain values)."""
+    first = first.astype(object)
+    return first.where(first.notna(), then.astype(object))
+
+
+def _count_steps(out: pd.DataFrame, ev: pd.DataFrame, kinds: pd.Series) -> None:
+    """``steps`` of a task whose terminal event has none (still running, or a crash): its
+    ``task_step`` events since its latest start."""
+    missing = out["steps"].isna()
+    if not missing.any():
+        return
+    steps = ev.loc[kinds == "task_step", ["_k", "seq"]]
+    if steps.empty:
+        return
+    steps = steps.merge(out[["_k", "start_seq"]], on="_k", how="left")
+    steps = steps[steps["seq"] > steps["start_seq"].fillna(-1)]
+    counts = steps.groupby("_k").size()
+    found = out["_k"].map(counts).astype("Int64")
+    out["steps"] = out["steps"].where(~missing, found)
 
 
 def _ms(delta: pd.Series) -> pd.Series:
@@ -118,6 +171,73 @@ def _outputs(tasks: pd.DataFrame, runs_dir: Path) -> list[Any]:
 
 def _as_tasks(frame: pd.DataFrame) -> pd.DataFrame:
     return tasks_frame(frame) if "kind" in frame.columns else frame
+
+
+# -- coding agents ------------------------------------------------------------------------------
+def changes_frame(events: pd.DataFrame) -> pd.DataFrame:
+    """One row per task and file it changed, from the ``changes`` of each task's latest
+    terminal event (coding-agent runtimes): ``run, alias, agent, task_id, key, status`` (the
+    task's status), ``path``, ``file_status`` (``added``, ``modified``, ``deleted``),
+    ``insertions``, ``deletions`` and ``binary`` (binary files count no lines). Tasks that
+    changed nothing have no rows; a log without changes gives an empty frame."""
+    ev = _events_only(events, "changes_frame")
+    term = ev[ev["kind"].isin(list(TERMINAL_KINDS)) & ev["task_id"].notna()]
+    term = term.assign(_run=term["run"].astype(str)).drop_duplicates(["_run", "task_id"],
+                                                                      keep="last")
+    term = term[term["changes"].notna()]
+    counts = term["changes"].map(len).to_numpy(dtype=np.int64) if len(term) else np.zeros(0, int)
+    files = [f for items in term["changes"] for f in items]
+    if not files:
+        return pd.DataFrame({c: pd.Series(dtype=_CHANGE_DTYPES.get(c, "object"))
+                             for c in CHANGE_COLUMNS})
+    rows = term.loc[term.index.repeat(counts)].reset_index(drop=True)
+    out = pd.DataFrame({
+        "run": rows["run"].astype(str), "alias": rows["alias"].astype(str),
+        "agent": rows["agent"].astype(str), "task_id": rows["task_id"], "key": rows["key"],
+        "status": rows["kind"].astype(str).map(TERMINAL_KINDS),
+        "path": [f.get("path") for f in files], "file_status": [f.get("status") for f in files],
+        "insertions": pd.array([f.get("insertions") for f in files], dtype="Int64"),
+        "deletions": pd.array([f.get("deletions") for f in files], dtype="Int64"),
+        "binary": [bool(f.get("binary")) for f in files]})
+    return _typed(out, _CHANGE_DTYPES)[CHANGE_COLUMNS]
+
+
+def steps_frame(events: pd.DataFrame) -> pd.DataFrame:
+    """One row per ``task_step`` event (coding-agent runtimes), in log order: ``run, alias,
+    agent, task_id, key, ts``, ``seq`` (1, 2, ... within the task), ``step_type``
+    (``command``, ``file_change``, ``tool``, ``web_search``, ``warning``), ``command``,
+    ``tool``, ``exit_code``, ``status``, ``duration_ms``, ``files`` (``,``-joined paths),
+    ``query``, ``output`` (a preview) and ``message`` (warnings)."""
+    ev = _events_only(events, "steps_frame")
+    steps = ev[ev["kind"] == "task_step"]
+    out = pd.DataFrame({c: steps[c] for c in STEP_COLUMNS if c != "seq"})
+    out["seq"] = (out.groupby([out["run"].astype(str), out["task_id"]], sort=False).cumcount()
+                  + 1).astype("int64")
+    out = out.reset_index(drop=True)
+    return _typed(out, _STEP_DTYPES)[STEP_COLUMNS]
+
+
+_CHANGE_DTYPES = {"run": "category", "alias": "category", "agent": "category",
+                  "status": pd.CategoricalDtype(STATUSES), "file_status": "category",
+                  "insertions": "Int64", "deletions": "Int64", "binary": "bool"}
+_STEP_DTYPES = {"run": "category", "alias": "category", "agent": "category",
+                "step_type": "category", "status": "category", "exit_code": "Int64",
+                "duration_ms": "float64", "seq": "int64"}
+
+
+def _typed(frame: pd.DataFrame, dtypes: dict[str, Any]) -> pd.DataFrame:
+    for col, dtype in dtypes.items():
+        if dtype == "category" and isinstance(frame[col].dtype, pd.CategoricalDtype):
+            frame[col] = frame[col].cat.remove_unused_categories()
+        else:
+            frame[col] = frame[col].astype(dtype)
+    return frame
+
+
+def _events_only(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    if "kind" not in frame.columns:
+        raise ConfigError(f"{name}: give the events frame (load_events), not a tasks frame")
+    return frame
 
 
 # -- concurrency --------------------------------------------------------------------------------
@@ -190,7 +310,8 @@ def _peaks(tasks: pd.DataFrame, by: str | None) -> pd.Series:
 # -- summaries --------------------------------------------------------------------------------
 def alias_summary(tasks: pd.DataFrame) -> pd.DataFrame:
     """Per alias: task counts by status, success rate, latency of completed tasks (mean, p50,
-    p95, max ms), mean queued ms, retries, tokens, cost and the busiest concurrency seen."""
+    p95, max ms), mean queued ms, retries, tokens (cached input among them), cost, the files
+    and lines coding agents changed, and the busiest concurrency seen."""
     tasks = _as_tasks(tasks)
     g = tasks.groupby("alias", observed=True)
     out = pd.DataFrame({"agent": g["agent"].first().astype(str), "limit": g["limit"].max(),
@@ -207,7 +328,10 @@ def alias_summary(tasks: pd.DataFrame) -> pd.DataFrame:
     out["retries"] = g["retries"].sum()
     out["tokens_in"] = g["tokens_in"].sum(min_count=1)
     out["tokens_out"] = g["tokens_out"].sum(min_count=1)
+    out["cached_tokens_in"] = g["cached_tokens_in"].sum(min_count=1)
     out["cost"] = g["cost"].sum(min_count=1)
+    for col in ("files_changed", "insertions", "deletions"):
+        out[col] = g[col].sum(min_count=1)
     peaks = _peaks(tasks, "alias")
     out["peak_concurrency"] = (peaks.groupby(level="alias", observed=True).max()
                                if len(peaks) else pd.Series(dtype="int64"))

@@ -54,6 +54,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     runs = analysis.run_summary(tasks, events)
     crit = analysis.critical_path(tasks, events)
     print(summary_text(runs, aliases))
+    if note := unpriced_note(tasks):
+        print(note)
     if args.csv:
         out = Path(args.csv)
         _mkdir(out)
@@ -128,13 +130,21 @@ def summary_text(runs: pd.DataFrame, aliases: pd.DataFrame) -> str:
                      f"the critical path {_num(r['retry_share'], '{:.0%}')} of the makespan · "
                      f"cost {_num(r['cost'], '${:.4f}')}")
         lines.append(f"  critical path: {r['critical_path'] if isinstance(r['critical_path'], str) else '-'}")
+    # coding-agent runs add cached input tokens and the files and lines their agents changed
+    cached = "cached_tokens_in" in aliases and aliases["cached_tokens_in"].notna().any()
+    changed = "files_changed" in aliases and aliases["files_changed"].notna().any()
     header = ["alias", "agent", "limit", "tasks", "done", "failed", "ok%", "mean ms", "p95 ms",
-              "queued ms", "peak", "tokens in", "tokens out", "cost $"]
+              "queued ms", "peak", "tokens in", *(["cached in"] if cached else []),
+              "tokens out", "cost $", *(["files", "+lines", "-lines"] if changed else [])]
     rows = [[str(a), str(s["agent"]), _num(s["limit"]), str(s["tasks"]), str(s["completed"]),
              str(s["tasks"] - s["completed"]), _num(s["success_rate"], "{:.0%}"),
              _num(s["mean_ms"], "{:.1f}"), _num(s["p95_ms"], "{:.1f}"),
              _num(s["mean_queued_ms"], "{:.1f}"), str(s["peak_concurrency"]), _num(s["tokens_in"]),
-             _num(s["tokens_out"]), _num(s["cost"], "{:.4f}")] for a, s in aliases.iterrows()]
+             *([_num(s["cached_tokens_in"])] if cached else []),
+             _num(s["tokens_out"]), _num(s["cost"], "{:.4f}"),
+             *([_num(s[c]) for c in ("files_changed", "insertions", "deletions")] if changed
+               else [])]
+            for a, s in aliases.iterrows()]
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(header)]
     lines.append("")
     lines.append("  ".join(h.ljust(w) if i < 2 else h.rjust(w)
@@ -143,6 +153,20 @@ def summary_text(runs: pd.DataFrame, aliases: pd.DataFrame) -> str:
         lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w)
                                for i, (c, w) in enumerate(zip(row, widths, strict=True))))
     return "\n".join(lines)
+
+
+def unpriced_note(tasks: pd.DataFrame) -> str:
+    """Why some cost is missing: tasks with usage whose model is unknown or has no price."""
+    missing = tasks[tasks["tokens_in"].notna() & tasks["cost"].isna()]
+    if missing.empty:
+        return ""
+    models = sorted({str(m) for m in missing["model"].dropna()})
+    unrecorded = int(missing["model"].isna().sum())
+    what = ", ".join([*(f"{m} (not in the price table)" for m in models),
+                      *([f"no model recorded for {unrecorded} task(s) (--agent-model names it)"]
+                        if unrecorded else [])])
+    return (f"\nnote: no cost for {len(missing)} task(s) with token usage: {what}; "
+            f"prices: --pricing FILE")
 
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}

@@ -16,6 +16,7 @@ from ..errors import ConfigError
 from ..events import TERMINAL_KINDS, Event
 from ..plan import Plan
 from ..runtimes import RUNTIME_NAMES
+from ..widgets.render import format_step  # one copy, shared with the notebook views
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -126,21 +127,6 @@ def format_plan(run: Run) -> str:
     return "\n".join(lines)
 
 
-def format_step(event: Event) -> str:
-    """One line for a ``task_step`` event: ``$ cmd (exit 0, 12 ms)``, a file change, a tool."""
-    kind = event.get("stepType")
-    ms = f", {event['durationMs']:.0f} ms" if event.get("durationMs") is not None else ""
-    if kind == "command":
-        code = event.get("exitCode")
-        return f"$ {str(event.get('command'))[:160]} (exit {'-' if code is None else code}{ms})"
-    if kind == "file_change":
-        return f"edited {', '.join(str(f) for f in event.get('files') or [])[:160]}"
-    if kind == "warning":
-        return f"warning: {str(event.get('message'))[:200]}"
-    what = event.get("tool") or event.get("query") or ""
-    return f"{kind} {what}{f' ({ms[2:]})' if ms else ''}"
-
-
 class TerminalView:
     """Prints per-task lines (and streamed chunks) for ``--verbose``."""
 
@@ -191,8 +177,8 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     ag.add_argument("--repo", metavar="PATH", help="the codebase the agents work on (default .)")
     ag.add_argument("--base", metavar="REF", help="commit the workspaces start from (default HEAD)")
     ag.add_argument("--workspaces-dir", metavar="PATH",
-                    help="where workspaces go (default: .git/codexflow/worktrees for worktrees, "
-                         "~/.cache/codexflow/workspaces for copies)")
+                    help="where workspaces go (default ~/.cache/codexflow/worktrees or "
+                         "/workspaces, per repository)")
 
 
 def _key_value(text: str) -> str:

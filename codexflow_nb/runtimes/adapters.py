@@ -196,8 +196,11 @@ class ClaudeAdapter:
         if settings.get("model"):
             argv += ["--model", str(settings["model"])]
         allowed = settings.get("allowed_tools") or []
+        # Only whole tools are denied: a pattern such as Bash(git:*) among the denials makes
+        # Claude Code 2.1 ask approval for every part of a compound command (`a && b`), which
+        # non-interactive runs cannot give. Such card rules stay in the prompt.
         denied = [t for t in settings.get("disallowed_tools") or []
-                  if not any(a.split("(")[0] == t for a in allowed)]  # Bash vs Bash(git:*)
+                  if "(" not in t and not any(a.split("(")[0] == t for a in allowed)]
         if allowed:
             argv += ["--allowedTools", ",".join(allowed)]
         if denied:

@@ -10,6 +10,7 @@ import signal
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 #: The longest stdout line accepted (a JSON event): 16 MiB.
 LINE_LIMIT = 16 * 1024 * 1024
@@ -53,6 +54,32 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def run_processes(run_ids: set[str]) -> list[int]:
+    """Processes started for one of ``run_ids`` (their environment holds
+    ``CODEXFLOW_RUN_ID=<id>``, which every agent process and its children inherit): what a run
+    killed with ``kill -9`` leaves behind."""
+    wanted = {f"CODEXFLOW_RUN_ID={r}".encode() for r in run_ids}
+    found = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                env = set(fh.read().split(b"\0"))
+        except OSError:
+            continue
+        if env & wanted:
+            found.append(int(entry))
+    return found
+
+
+def kill_processes(pids: Sequence[int]) -> None:
+    """SIGKILL each pid (gone ones are skipped)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _signal_all(pgid: int, pids: Sequence[int], sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -74,16 +101,35 @@ async def end_tree(proc: asyncio.subprocess.Process) -> None:
         await asyncio.wait_for(proc.wait(), GRACE_S)
 
 
+async def finish_uncancelled(job: asyncio.Future[Any]) -> None:
+    """Wait for ``job`` to finish even if the waiter is cancelled again meanwhile (an engine
+    that stops cancels its workers more than once): the process tree must be gone before the
+    cancellation goes on."""
+    while not job.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(job)
+
+
+async def _end_spawned(spawn: asyncio.Future[asyncio.subprocess.Process]) -> None:
+    await end_tree(await spawn)
+
+
 async def run_lines(argv: Sequence[str], *, cwd: str, env: Mapping[str, str] | None,
                     stdin: bytes, on_line: Callable[[bytes], None],
                     on_stderr: Callable[[bytes], None] | None = None) -> Finished:
     """Run ``argv`` with ``stdin``, calling ``on_line`` for each stdout line as it arrives.
     Cancellation (a timeout, Stop, Ctrl-C) ends the whole process tree before it propagates;
     so does a normal exit that leaves background children behind."""
-    proc = await asyncio.create_subprocess_exec(
+    spawn = asyncio.ensure_future(asyncio.create_subprocess_exec(
         *argv, cwd=cwd, env=dict(env) if env is not None else None,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, start_new_session=True, limit=LINE_LIMIT)
+        stderr=asyncio.subprocess.PIPE, start_new_session=True, limit=LINE_LIMIT))
+    try:
+        proc = await asyncio.shield(spawn)
+    except asyncio.CancelledError:  # cancelled while starting: the process may exist already
+        with contextlib.suppress(Exception):
+            await finish_uncancelled(asyncio.ensure_future(_end_spawned(spawn)))
+        raise
     assert proc.stdin and proc.stdout and proc.stderr
     tail: deque[bytes] = deque()
     kept = 0
@@ -120,7 +166,7 @@ async def run_lines(argv: Sequence[str], *, cwd: str, env: Mapping[str, str] | N
         returncode = await proc.wait()
         await err_task
     except BaseException:
-        await asyncio.shield(end_tree(proc))
+        await finish_uncancelled(asyncio.ensure_future(end_tree(proc)))
         err_task.cancel()
         in_task.cancel()
         raise

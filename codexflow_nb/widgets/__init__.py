@@ -2,19 +2,68 @@
 
 >>> from codexflow_nb import dashboard
 >>> dashboard()                      # the bundled example; edit, then press Run
+
+The names load on first use, so the light modules (``state``, ``render``, ``coalesce``) can be
+imported without ipywidgets (the CLI formats steps with ``render.format_step``).
 """
 
 from __future__ import annotations
 
-from .aliases import AliasEditor
-from .dashboard import Dashboard, dashboard  # binds the name to the function, not the module
-from .picker import AgentPicker
-from .plan_graph import PlanGraph, build_figure
-from .render import LiveView, render_html, render_text, run_live, summary_html
-from .run_panel import RunPanel
-from .state import RunState
-from .tasks import TaskEditor
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["AgentPicker", "AliasEditor", "Dashboard", "LiveView", "PlanGraph", "RunPanel",
-           "RunState", "TaskEditor", "build_figure", "dashboard", "render_html", "render_text",
-           "run_live", "summary_html"]
+if TYPE_CHECKING:
+    from .aliases import AliasEditor
+    from .changes import ChangesView
+    from .dashboard import Dashboard, dashboard
+    from .diffs import changes_bundle, changes_html, diff_html
+    from .picker import AgentPicker
+    from .plan_graph import PlanGraph, build_figure
+    from .render import LiveView, format_step, render_html, render_text, run_live, summary_html
+    from .run_panel import RunPanel
+    from .state import RunState
+    from .tasks import TaskEditor
+
+#: public name -> the module that defines it
+_NAMES = {
+    "AgentPicker": "picker", "AliasEditor": "aliases", "ChangesView": "changes",
+    "Dashboard": "dashboard", "LiveView": "render", "PlanGraph": "plan_graph",
+    "RunPanel": "run_panel", "RunState": "state", "TaskEditor": "tasks",
+    "build_figure": "plan_graph", "changes_bundle": "diffs", "changes_html": "diffs",
+    "dashboard": "dashboard", "diff_html": "diffs", "format_step": "render",
+    "render_html": "render", "render_text": "render", "run_live": "render",
+    "summary_html": "render",
+}
+
+__all__ = ["AgentPicker", "AliasEditor", "ChangesView", "Dashboard", "LiveView", "PlanGraph",
+           "RunPanel", "RunState", "TaskEditor", "build_figure", "changes_bundle", "changes_html",
+           "dashboard", "diff_html", "format_step", "render_html", "render_text", "run_live",
+           "summary_html"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this hook
+    return value
+
+
+class _Package(types.ModuleType):
+    """Importing the submodule ``dashboard`` would bind ``widgets.dashboard`` to the module;
+    the name stays the function, whichever is imported first."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "dashboard" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_NAMES})

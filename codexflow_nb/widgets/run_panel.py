@@ -4,7 +4,9 @@ The panel prepares a run with :func:`codexflow_nb.api.prepare_run` (the CLI's en
 watches it only through events. A run started with the Run button is an asyncio task on the
 kernel's loop, so Stop and other cells keep working while it runs. Widget updates are
 coalesced: at most one update per task output every ``stream_interval`` seconds, and a task's
-last chunk is shown as soon as the task ends.
+last chunk is shown as soon as the task ends. With a coding-agent runtime (``codex-cli``,
+``claude-code``) each output shows the agent's messages and steps, and a
+:class:`~.changes.ChangesView` (diffs, Apply) follows the run.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import os
 from collections.abc import Callable, Hashable, Mapping
 from html import escape
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as w
@@ -23,14 +26,22 @@ from ..errors import CodexFlowError, ConfigError
 from ..events import TERMINAL_KINDS, Event
 from ..plan import Plan
 from ..registry import Registry, load_registry
+from ..runtimes import RUNTIME_NAMES, make_runtime
 from .aliases import _error_html
 from .coalesce import Throttle
-from .render import bundle, headline, render_html, tail
+from .render import bundle, headline, render_html, step_count, transcript_html
 from .state import RunState
 
 PROGRESS = "__progress__"
 KEY_PLACEHOLDER = "API key (kept in the kernel, never shown)"
 KEY_SET = "key set · type to replace"
+#: Runtimes that run a coding-agent CLI per task, each in its own workspace.
+AGENT_RUNTIMES = ("codex-cli", "claude-code")
+#: The workspace dropdown: label -> ``workspace`` option ("" lets the runtime choose).
+WORKSPACE_CHOICES = (("auto (worktree in git, else copy)", ""), ("worktree", "worktree"),
+                     ("copy", "copy"), ("none (in the repo itself)", "none"))
+#: Events that change a task's output area.
+OUTPUT_KINDS = ("task_chunk", "task_step", "task_workspace")
 
 
 def _plan_from(inputs: Mapping[str, Any]) -> Plan:
@@ -60,6 +71,8 @@ class RunPanel(w.VBox):
                  on_event: Callable[[Event], None] | None = None, runtime: str = "stub",
                  stream: bool = True, stream_interval: float = 0.1, latency_ms: float = 400.0,
                  chunks: int = 8, url: str = "", api_key: str | None = None,
+                 repo: str | os.PathLike[str] = "", workspace: str | None = None,
+                 base: str | None = None, agent_model: str | None = None,
                  **run_options: Any) -> None:
         self._source = source or (lambda: {"tasks": tasks, "plan": plan, "aliases": aliases})
         self.registry = registry
@@ -74,8 +87,15 @@ class RunPanel(w.VBox):
         self.state = RunState()
         self._throttle = Throttle(self._flush, stream_interval)
         self._static: Any = None
+        self._run_repo: str | None = None  # the repo field when the last run started
+        self.changes_view: Any = None  # the ChangesView after a run with workspaces
 
-        self.runtime = w.Dropdown(options=["stub", "codex"], value=runtime, description="runtime")
+        if runtime not in RUNTIME_NAMES:
+            raise ConfigError(f"unknown runtime {runtime!r}: choose {', '.join(RUNTIME_NAMES)}")
+        if (workspace or "") not in dict(WORKSPACE_CHOICES).values():
+            raise ConfigError(f"unknown workspace {workspace!r}: choose worktree, copy or none")
+        self.runtime = w.Dropdown(options=list(RUNTIME_NAMES), value=runtime,
+                                  description="runtime")
         self.latency = w.BoundedFloatText(value=latency_ms, min=0, max=600_000, step=50,
                                           description="stub ms", layout=w.Layout(width="180px"))
         self.url = w.Text(value=url, placeholder="http://127.0.0.1:8765", description="URL")
@@ -83,6 +103,22 @@ class RunPanel(w.VBox):
                               description="key", continuous_update=False)
         self.stream = w.Checkbox(value=stream, description="stream", indent=False,
                                  layout=w.Layout(width="90px"))
+        # coding agents: the repository, the workspace kind, the base commit, the model
+        self.repo = w.Text(value=str(repo or ""), placeholder=". (the current folder)",
+                           description="repo", continuous_update=False,
+                           layout=w.Layout(width="420px"))
+        self.repo_error = w.HTML()
+        self.workspace = w.Dropdown(options=WORKSPACE_CHOICES, value=workspace or "",
+                                    description="workspace", layout=w.Layout(width="320px"))
+        self.base = w.Text(value=base or "", placeholder="HEAD", description="base",
+                           continuous_update=False, layout=w.Layout(width="220px"))
+        self.base_error = w.HTML()
+        self.agent_model = w.Text(value=agent_model or "", placeholder="(the CLI's default)",
+                                  description="model", continuous_update=False,
+                                  layout=w.Layout(width="260px"))
+        self.agent_box = w.VBox([w.HBox([self.repo, self.repo_error]),
+                                 w.HBox([self.workspace, self.agent_model, self.base,
+                                         self.base_error])])
         self.run_button = w.Button(description="Run", icon="play", button_style="success")
         self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger",
                                     disabled=True)
@@ -96,18 +132,22 @@ class RunPanel(w.VBox):
         self.outputs: dict[str, w.HTML] = {}
         self.accordion = w.Accordion()
         self.summary = w.HTML()
+        self.changes_box = w.VBox()
         self.analysis_button = w.Button(description="Open analysis", icon="bar-chart", disabled=True)
         self.analysis_out = w.Output()
 
         self.key.observe(self._stash_key, names="value")
         self.runtime.observe(lambda _c: self._show_runtime_fields(), names="value")
+        for field in (self.repo, self.workspace, self.base):
+            field.observe(lambda _c: self.check_agent_fields(), names="value")
         self.run_button.on_click(lambda _b: self._click_run())
         self.stop_button.on_click(lambda _b: self.stop())
         self.analysis_button.on_click(lambda _b: self._guard(self.open_analysis))
         self.runtime_box = w.HBox([self.runtime, self.latency, self.url, self.key, self.stream])
-        super().__init__([self.runtime_box, w.HBox([self.run_button, self.stop_button]), self.message,
+        super().__init__([self.runtime_box, self.agent_box,
+                          w.HBox([self.run_button, self.stop_button]), self.message,
                           w.HBox([self.overall, self.overall_label]), self.alias_box, self.accordion,
-                          self.summary, self.analysis_button, self.analysis_out])
+                          self.summary, self.changes_box, self.analysis_button, self.analysis_out])
         self._show_runtime_fields()
         self._guard(self.reset)
 
@@ -124,14 +164,55 @@ class RunPanel(w.VBox):
     def has_key(self) -> bool:
         return bool(self._api_key)
 
+    @property
+    def agent_runtime(self) -> bool:
+        """A coding-agent runtime is chosen (``codex-cli``, ``claude-code``)."""
+        return self.runtime.value in AGENT_RUNTIMES
+
     def _show_runtime_fields(self) -> None:
         codex = self.runtime.value == "codex"
+        agent = self.agent_runtime
         self.url.layout.display = None if codex else "none"
         self.key.layout.display = None if codex else "none"
-        self.latency.layout.display = "none" if codex else None
+        self.latency.layout.display = None if self.runtime.value == "stub" else "none"
+        self.stream.layout.display = "none" if agent else None  # agents always stream
+        self.agent_box.layout.display = None if agent else "none"
+        self.check_agent_fields()
 
     # -- preparing --------------------------------------------------------------------------
+    def _agent_fields(self) -> dict[str, Any]:
+        values = {"repo": self.repo.value.strip(), "workspace": self.workspace.value,
+                  "base": self.base.value.strip(), "agent_model": self.agent_model.value.strip()}
+        return {k: v for k, v in values.items() if v}
+
+    def check_agent_fields(self) -> list[str]:
+        """Check the repo folder, workspace kind and base commit (only for a coding-agent
+        runtime); each problem shows as one red line next to its field. Returns them."""
+        self.repo_error.value = self.base_error.value = ""
+        if not self.agent_runtime:
+            return []
+        try:
+            runtime = make_runtime(self.runtime.value, **self._agent_fields())
+            workspaces = getattr(runtime, "workspaces", None)
+            if workspaces is not None:
+                workspaces.prepare()  # checks only: no private paths, so it writes nothing
+        except ConfigError as exc:
+            problems = exc.problems
+        else:
+            return []
+        for problem in problems:
+            field = self.base_error if problem.startswith("--base") else self.repo_error
+            text = problem.split(" ", 1)[1] if problem.startswith("--") else problem
+            field.value = _error_html([text])
+        return [f"{'base' if p.startswith('--base') else 'repo'}: "
+                f"{p.split(' ', 1)[1] if p.startswith('--') else p}" for p in problems]
+
     def runtime_options(self) -> dict[str, Any]:
+        if self.agent_runtime:
+            problems = self.check_agent_fields()
+            if problems:
+                raise ConfigError(problems)
+            return self._agent_fields()
         if self.runtime.value == "codex":
             url = self.url.value.strip() or os.environ.get("CODEX_URL", "")
             if not url:
@@ -148,6 +229,9 @@ class RunPanel(w.VBox):
                           registry=inputs.get("registry") or self.registry,
                           runtime=self.runtime.value, on_event=self._on_event,
                           stream=self.stream.value, **self.runtime_options(), **self.run_options)
+        repo = self.repo.value.strip()
+        self._run_repo = str(Path(repo).expanduser().resolve()) if repo and self.agent_runtime \
+            else None  # Apply writes there (a copy workspace does not name its source)
         self.reset(plan)
         return run
 
@@ -171,6 +255,8 @@ class RunPanel(w.VBox):
         self.accordion.children = tuple(self.outputs.values())
         self.overall.max = max(1, self.state.total)
         self.summary.value = ""
+        self.changes_box.children = ()
+        self.changes_view = None
         self.analysis_button.disabled = True
         self._render_progress()
 
@@ -249,8 +335,10 @@ class RunPanel(w.VBox):
     def _on_event(self, event: Event) -> None:
         key = self.state.apply(event)
         kind = event.get("kind")
-        if kind == "task_chunk" and key is not None:
+        if kind in OUTPUT_KINDS and key is not None:
             self._throttle.request(key)
+            if kind == "task_step":
+                self._throttle.request(PROGRESS)  # the title counts the steps
         elif kind in TERMINAL_KINDS and key is not None:
             self._throttle.flush(key)  # the last chunk, without waiting for the interval
             self._throttle.request(PROGRESS)
@@ -271,21 +359,45 @@ class RunPanel(w.VBox):
         if s.complete:
             self.message.value = ""  # the progress line says how the run ended
             self.analysis_button.disabled = self.result is None or self.result.log_file is None
+            final = bundle(s, final=True)
+            if s.has_workspaces:
+                changes = self.show_changes()
+                if changes is not None:
+                    final = {k: final[k] + ("\n" if k == "text/plain" else "") + changes[k]
+                             for k in final}
             if self._static is not None:  # the summary goes below the widget, where it stays
-                self._static.update(bundle(s, final=True), raw=True)
+                self._static.update(final, raw=True)
                 self.summary.value = "<i>summary below</i>"
             else:
-                self.summary.value = bundle(s, final=True)["text/html"]
+                self.summary.value = final["text/html"]
+
+    def show_changes(self) -> dict[str, str] | None:
+        """After a run with workspaces: show its :class:`~.changes.ChangesView` (diffs, Apply)
+        and return its static bundle (None without an event log to read them from)."""
+        from .changes import ChangesView, changes_text
+
+        r = self.result
+        if r is None or r.log_file is None:
+            self.changes_box.children = (w.HTML(
+                "<i>Changes: this run kept no event log (log_file=None); each task's change is "
+                "on its branch</i>"),)
+            return None
+        try:
+            view = ChangesView(r.run_id, log_file=r.log_file, runs_dir=r.runs_dir,
+                               repo=self._run_repo)
+        except ConfigError as exc:
+            self.changes_box.children = (w.HTML(_error_html(exc.problems)),)
+            return None
+        self.changes_view = view
+        self.changes_box.children = (view,)
+        return {"text/html": view.to_html(), "text/plain": changes_text(view.changes)}
 
     # -- rendering ----------------------------------------------------------------------------
     def _flush(self, key: Hashable) -> None:
         if key == PROGRESS:
             self._render_progress()
         elif isinstance(key, str) and key in self.outputs:
-            task = self.state.tasks[key]
-            self.outputs[key].value = (
-                f"<pre style='white-space:pre-wrap;margin:0'>{escape(tail(task.streamed))}</pre>"
-                if task.chars else "")
+            self.outputs[key].value = transcript_html(self.state.tasks[key])
 
     def _render_progress(self) -> None:
         s = self.state
@@ -304,6 +416,7 @@ class RunPanel(w.VBox):
                                                   f"{a.running}/{limit}")
         self.accordion.titles = tuple(
             f"{t.key} · {t.alias} · {t.status}" + (f" · {t.ms:.0f} ms" if t.ms is not None else "")
+            + (f" · {step_count(t)}" if t.steps else "")
             for t in s.tasks.values())
 
     # -- after the run -----------------------------------------------------------------------

@@ -18,6 +18,17 @@ PLANNED = "planned"
 ACTIVE = ("queued", "running")
 
 
+def step_level(step: Event) -> str:
+    """How a ``task_step`` went: ``failed`` (a command with a non-zero exit, or a failed
+    step), ``warning``, or ``ok``."""
+    if step.get("stepType") == "warning":
+        return "warning"
+    code = step.get("exitCode")
+    if (code is not None and code != 0) or step.get("status") in ("failed", "declined"):
+        return "failed"
+    return "ok"
+
+
 @dataclass
 class TaskState:
     """One task as seen through events."""
@@ -33,6 +44,32 @@ class TaskState:
     ms: float | None = None
     summary: str | None = None
     error: str | None = None
+    #: ``task_step`` events of the current attempt (commands, file changes, tools, warnings)
+    steps: list[Event] = field(default_factory=list)
+    #: what the task did, in order: lists of text chunks (one list per run of messages)
+    #: and step events
+    log: list[list[str] | Event] = field(default_factory=list)
+    workspace: dict[str, Any] | None = None
+    #: the terminal event's ``changes`` (files with +/- counts), ``usage`` and ``model``
+    changes: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None
+    model: str | None = None
+
+    @property
+    def failed_steps(self) -> int:
+        return sum(1 for s in self.steps if step_level(s) == "failed")
+
+    def _text(self, content: str) -> None:
+        if self.log and isinstance(self.log[-1], list):
+            self.log[-1].append(content)
+        else:
+            self.log.append([content])
+
+    def _restart(self) -> None:
+        self.chunks.clear()
+        self.chars = 0
+        self.steps.clear()
+        self.log.clear()
 
     @property
     def streamed(self) -> str:
@@ -59,6 +96,10 @@ class AliasState:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+#: Event fields a kept step does not need (they say which task and run it belongs to).
+_STEP_SKIP = {"v", "kind", "runId", "alias", "agentId", "taskId", "key", "phase"}
+
+
 class RunState:
     """The state of one run, rebuilt from its events."""
 
@@ -73,6 +114,7 @@ class RunState:
         self.cancelled: str | None = None
         self.ms: float | None = None
         self.error: str | None = None
+        self.has_workspaces = False  # a task ran in a workspace (coding-agent runtimes)
         if plan is not None:
             for t in plan.tasks:
                 self._task(t.key, t.alias, t.text, t.phase)
@@ -135,9 +177,17 @@ class RunState:
             content = str(event.get("content") or "")
             task.chunks.append(content)
             task.chars += len(content)
+            task._text(content)
+        elif kind == "task_step":
+            step = {k: v for k, v in event.items() if k not in _STEP_SKIP}
+            task.steps.append(step)
+            task.log.append(step)
+        elif kind == "task_workspace":
+            ws = event.get("workspace")
+            task.workspace = dict(ws) if isinstance(ws, dict) else None
+            self.has_workspaces = self.has_workspaces or task.workspace is not None
         elif kind == "task_retry":
-            task.chunks.clear()  # the engine starts the reply over on a retry
-            task.chars = 0
+            task._restart()  # the engine starts the reply over on a retry
             task.attempt = int(event.get("attempt") or task.attempt) + 1
         elif kind in TERMINAL_KINDS:
             if task.status == "running":
@@ -148,6 +198,10 @@ class RunState:
             alias.counts[status] = alias.counts.get(status, 0) + 1
             task.status, task.ms = status, event.get("ms")
             task.summary = event.get("summary")
+            for name in ("changes", "usage"):
+                if isinstance(event.get(name), dict):
+                    setattr(task, name, event[name])
+            task.model = event.get("model") or task.model
             err = event.get("error")
             task.error = err.get("message") if isinstance(err, dict) else None
         return key
