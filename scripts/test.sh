@@ -14,6 +14,18 @@ fi
 python -m pip install --upgrade pip
 python -m pip install -e ".[test,browser,dask]"
 
+# The real coding-agent CLIs, at the versions the tests were written against, in a cache
+# folder outside the repository (tests/agent_servers.py finds them there; they talk only to
+# scripted model servers on 127.0.0.1).
+export CODEXFLOW_AGENTS_CACHE="${CODEXFLOW_AGENTS_CACHE:-$HOME/.cache/codexflow-agents}"
+if ! "$CODEXFLOW_AGENTS_CACHE/node_modules/.bin/codex" --version 2>/dev/null | grep -q 0.169.0 ||
+   ! "$CODEXFLOW_AGENTS_CACHE/node_modules/.bin/claude" --version 2>/dev/null | grep -q 2.1.197; then
+  mkdir -p "$CODEXFLOW_AGENTS_CACHE"
+  npm install --prefix "$CODEXFLOW_AGENTS_CACHE" --no-audit --no-fund --loglevel=error \
+    @openai/codex@0.169.0 @anthropic-ai/claude-code@2.1.197
+fi
+export CODEXFLOW_REQUIRE_AGENT_CLIS=1  # a missing CLI fails the agent tests instead of skipping
+
 python -m ruff check codexflow_nb tests bench scripts notebooks
 python -m pytest -q -p no:cacheprovider tests
 python -m pytest -q -p no:cacheprovider --nbval notebooks/ --nbval-sanitize-with notebooks/sanitize.cfg

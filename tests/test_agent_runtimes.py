@@ -30,6 +30,8 @@ from codexflow_nb.changes import apply_task, run_changes
 from codexflow_nb.cleanup import cleanup
 from codexflow_nb.runtimes.process import run_processes
 
+if (CODEX_BIN is None or CLAUDE_BIN is None) and os.environ.get("CODEXFLOW_REQUIRE_AGENT_CLIS"):
+    raise RuntimeError("the agent CLIs are required here but not installed: run scripts/test.sh")
 pytestmark = [pytest.mark.agent_cli,
               pytest.mark.skipif(CODEX_BIN is None or CLAUDE_BIN is None,
                                  reason="agent CLIs not installed (scripts/test.sh installs them)")]
