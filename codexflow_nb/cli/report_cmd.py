@@ -109,7 +109,7 @@ def _write(path: Path, text: str) -> None:
 
 
 def _num(v: Any, fmt: str = "{:.0f}") -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)) or v is getattr(v, "NA", object()):
+    if v is None or (isinstance(v, float) and math.isnan(v)) or type(v).__name__ == "NAType":
         return "-"
     try:
         return fmt.format(v)
