@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, UnknownAgentError
-from .registry import AgentDef, Registry, read_yaml_file
+from .registry import AgentDef, Registry, read_yaml_file, validate_agent_data
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # always fullmatch
 
 DEFAULT_ALIASES: dict[str, dict[str, Any]] = {
     "reviewer": {"id": "code-analyzer", "overrides": {"runtime": {"autonomy_level": 0.7}}},
@@ -35,7 +35,7 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
 
 def check_safe_name(name: str, what: str) -> str | None:
     """A problem line when ``name`` cannot be used as a directory name under ``.runs/``."""
-    if not isinstance(name, str) or not SAFE_NAME.match(name) or name in {".", ".."}:
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or name in {".", ".."}:
         return f"{what} {name!r} is not a safe name (letters, digits, '.', '_', '-'; no '/' or '..')"
     return None
 
@@ -135,8 +135,8 @@ class Aliases:
                 raise ConfigError(f"{name!r} is neither an alias ({', '.join(self.entries) or 'none'}) "
                                   f"nor an agent id in {registry.root}")
             effective = copy.deepcopy(agent.data)
-        limit = ((effective.get("runtime") or {}).get("concurrency") or {}).get("max_parallel_tasks")
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
-            raise ConfigError(f"{self.source}: {name}: max_parallel_tasks must be a positive integer, "
-                              f"got {limit!r}")
+        if name in self.entries:  # the merged definition must pass the agent-file schema
+            problems = validate_agent_data(effective, f"{self.source}: {name}")
+            if problems:
+                raise ConfigError(problems)
         return ResolvedAlias(name, agent, effective)

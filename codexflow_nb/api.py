@@ -16,7 +16,7 @@ from .errors import ConfigError, RunStorageError
 from .events import Event, EventBus, JsonlSink
 from .plan import Plan
 from .registry import Registry, load_registry
-from .runtimes import AGENT_OPTION_NAMES, RUNTIME_NAMES, Runtime, make_runtime
+from .runtimes import AGENT_OPTION_NAMES, Runtime, make_runtime
 
 T = TypeVar("T")
 
@@ -135,6 +135,8 @@ class Run:
         self.options = options
         self.engine = Engine(plan, resolved, runtime, options=options, bus=self.bus,
                              run_id=run_id, skip=skip)
+        if options.log_file is not None and Path(options.log_file).is_dir():
+            raise ConfigError(f"--log-file {options.log_file}: a folder, not a file")
         self.engine.check_storage()  # before the log is created: a failed start writes nothing
         self._sink: JsonlSink | None = None
         if options.log_file is not None:
@@ -231,11 +233,7 @@ def _runtime_for(runtime: str | Runtime, resolved: dict[str, ResolvedAlias],
     """The run's runtime; aliases that name another one (``runtime.engine``) get theirs."""
     from .runtimes.agent_cli import RuntimeByAlias, engines_of
 
-    engines = engines_of(resolved)
-    bad = [f"aliases: {a}.runtime.engine: {e!r} is not a runtime (choose "
-           f"{', '.join(RUNTIME_NAMES)})" for a, e in engines.items() if e not in RUNTIME_NAMES]
-    if bad:
-        raise ConfigError(bad)
+    engines = engines_of(resolved)  # valid names: checked with the alias definitions
     names = {runtime if isinstance(runtime, str) else runtime.name, *engines.values()}
     if names & set(_AGENT_RUNTIMES):
         run_opts.stream = True  # an agent's messages are few: always events

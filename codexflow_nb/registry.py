@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError, UnknownAgentError
+from .inputs import MAX_DEPTH, check_shape, read_bounded
 
 try:  # the C loader is several times faster on big bundles
     _BaseLoader: type = yaml.CSafeLoader
@@ -43,8 +44,15 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
         return super().construct_mapping(node, deep)
 
 AGENT_SUFFIX = ".codex.yaml"
+#: Upper bounds of the numeric runtime hints (a larger value is a mistake, not a wish).
+MAX_PARALLEL_TASKS = 10_000
+MAX_TIMEOUT_MS = 7 * 24 * 3600 * 1000
+#: Values of ``runtime.engine`` (the runtimes an alias can pick).
+ENGINES = ("stub", "codex", "codex-cli", "claude-code")
+#: Largest agent card, alias map or bundle index accepted (the bundled cards are ~3 KB).
+MAX_DEFINITION_BYTES = 1024 * 1024
 BUNDLED_AGENTS = Path(__file__).parent / "bundle" / "agents"
-_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 
 def yaml_load(text: str) -> Any:
@@ -52,10 +60,39 @@ def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - safe loader
 
 
+_OPEN_EVENTS = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_CLOSE_EVENTS = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+
+
+def _check_yaml_depth(text: str, source: str) -> None:
+    """Refuse YAML nested deeper than MAX_DEPTH before composing it: libyaml's composer
+    recurses in C, so a document nested 100,000 levels crashes the process instead of raising.
+    Reading the event stream is iterative (the cost is paid only by texts with many
+    collections: a task map with many ``[`` or ``{`` or deep indentation)."""
+    if text.count("[") + text.count("{") < MAX_DEPTH and text.count("\n") < 4 * MAX_DEPTH:
+        return
+    loader = _Loader(text)
+    try:
+        depth = 0
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, _OPEN_EVENTS):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep")
+            elif isinstance(event, _CLOSE_EVENTS):
+                depth -= 1
+    finally:
+        loader.dispose()
+
+
 def parse_yaml(text: str, source: str, label: str = "invalid YAML") -> Any:
     """Parse YAML text; a syntax error is a ConfigError ``source: label: line L, column C: ...``."""
     try:
-        return yaml_load(text)
+        _check_yaml_depth(text, source)
+        return check_shape(yaml_load(text), source)
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to read") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -186,14 +223,17 @@ def validate_agent_data(data: Any, where: str) -> list[str]:
             problems.append(f"{where}: {dotted}: expected {_type_name(expected)}, "
                             f"got {type(value).__name__} {value!r:.40}")
     agent_id = _lookup(data, "agent.id")
-    if isinstance(agent_id, str) and not _ID_RE.match(agent_id):
+    if isinstance(agent_id, str) and not _ID_RE.fullmatch(agent_id):
         problems.append(f"{where}: agent.id: {agent_id!r} must be lowercase letters, digits, '-', '_' or '.'")
-    limit = _lookup(data, "runtime.concurrency.max_parallel_tasks")
-    if isinstance(limit, int) and not isinstance(limit, bool) and limit <= 0:
-        problems.append(f"{where}: runtime.concurrency.max_parallel_tasks: must be positive, got {limit}")
-    timeout = _lookup(data, "runtime.timeout_ms")
-    if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout <= 0:
-        problems.append(f"{where}: runtime.timeout_ms: must be positive, got {timeout}")
+    for dotted, top in (("runtime.concurrency.max_parallel_tasks", MAX_PARALLEL_TASKS),
+                        ("runtime.timeout_ms", MAX_TIMEOUT_MS)):
+        value = _lookup(data, dotted)
+        if isinstance(value, int) and not isinstance(value, bool) and not 0 < value <= top:
+            problems.append(f"{where}: {dotted}: must be between 1 and {top:,}, got {value}")
+    engine = _lookup(data, "runtime.engine")
+    if isinstance(engine, str) and engine not in ENGINES:
+        problems.append(f"{where}: runtime.engine: {engine!r} is not a runtime (choose "
+                        f"{', '.join(ENGINES)})")
     for i, rule in enumerate(_lookup(data, "triggers.regex") or [] if isinstance(
             _lookup(data, "triggers.regex"), list) else []):
         pattern = rule.get("pattern") if isinstance(rule, dict) else None
@@ -235,7 +275,7 @@ def read_yaml_file(path: Path) -> Any:
         hit = _parsed.get(str(path))
         if hit is not None and hit[0] == stamp:
             return _copy_tree(hit[1])
-        text = path.read_bytes().decode("utf-8")
+        text = read_bounded(path, MAX_DEFINITION_BYTES, "definition file").decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
@@ -354,14 +394,16 @@ def load_registry(path: str | os.PathLike[str] | None = None, *, check_index: bo
     index_file = root / "index.json"
     if check_index and index_file.is_file():
         try:
-            index = json.loads(index_file.read_text(encoding="utf-8"))
+            index = json.loads(read_bounded(index_file, MAX_DEFINITION_BYTES, "index file"))
             known = {a.id for a in agents} | {a.key for a in agents}
             for entry in index.get("agents", []):
                 if entry.get("id") not in known:
                     problems.append(f"{index_file}: agents: unknown agent {entry.get('id')!r} "
                                     "(run `codex-flow agents index`)")
-        except (ValueError, AttributeError) as exc:
+        except (ValueError, AttributeError, RecursionError) as exc:
             problems.append(f"{index_file}: invalid JSON: {exc}")
+        except ConfigError as exc:
+            problems.extend(exc.problems)
     if problems:
         raise ConfigError(problems)
     return Registry(root, agents)

@@ -21,7 +21,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .errors import ConfigError
-from .registry import Registry, build_triggers, load_registry
+from .inputs import read_bounded
+from .registry import MAX_DEFINITION_BYTES, Registry, build_triggers, load_registry
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,8 @@ def load_triggers(registry: Registry) -> dict[str, Any]:
     if not path.is_file():
         return build_triggers(registry)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        data = json.loads(read_bounded(path, MAX_DEFINITION_BYTES, "triggers file"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ConfigError(f"{path}: cannot read triggers: {exc}") from None
     problems = _check_triggers(data, path, registry)
     if problems:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 from .aliases import check_safe_name
 from .errors import ConfigError
+from .inputs import check_shape, read_text
 from .registry import parse_yaml
 
 MAX_TASK_FILE_BYTES = 16 * 1024 * 1024
@@ -60,7 +60,9 @@ def parse_text(text: str, source: str) -> Any:
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")):
         try:
-            return json.loads(text, object_pairs_hook=_unique_keys)
+            return check_shape(json.loads(text, object_pairs_hook=_unique_keys), source)
+        except RecursionError:
+            raise ConfigError(f"{source}: nested too deeply to read") from None
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{source}: invalid JSON: line {exc.lineno}, column {exc.colno}: "
                               f"{exc.msg}") from None
@@ -70,28 +72,8 @@ def parse_text(text: str, source: str) -> Any:
 
 
 def read_source(path: str, max_bytes: int = MAX_TASK_FILE_BYTES) -> str:
-    """Read a task/plan file (``-`` is stdin) as UTF-8 text, with size and encoding checks."""
-    source = "<stdin>" if path == "-" else path
-    try:
-        if path == "-":
-            raw = sys.stdin.buffer.read(max_bytes + 1)
-        else:
-            p = Path(path)
-            size = p.stat().st_size
-            if size > max_bytes:
-                raise ConfigError(f"{source}: file is {size / 2**20:.1f} MiB, larger than the "
-                                  f"{max_bytes / 2**20:g} MiB limit for task files")
-            raw = p.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{source}: file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
-    if len(raw) > max_bytes:
-        raise ConfigError(f"{source}: input larger than the {max_bytes / 2**20:g} MiB limit")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{source}: not UTF-8 text (invalid byte at offset {exc.start})") from None
+    """Read a task/plan file (``-`` is stdin) as UTF-8 text: regular files only, size-limited."""
+    return read_text(path, max_bytes, "task file")
 
 
 def _parse_item(value: Any, where: str, problems: list[str]) -> TaskItem | None:

@@ -401,7 +401,7 @@ def test_alias_picks_its_own_engine(codex: Path) -> None:
     assert by_alias["fake"].usage is not None and "agentCli" not in json.dumps(
         next(e for e in events() if e["kind"] == "task_complete" and e["alias"] == "fake"))
     bad = {"agent": {"id": "coder", "overrides": {"runtime": {"engine": "gpt"}}}}
-    with pytest.raises(cf.ConfigError, match="agent.runtime.engine: 'gpt' is not a runtime"):
+    with pytest.raises(cf.ConfigError, match="agent: runtime.engine: 'gpt' is not a runtime"):
         prepare_run({"agent": ["x"]}, aliases=bad)
 
 

@@ -41,7 +41,7 @@ def test_override_limit_and_bare_agent_id(registry):
 def test_bad_override_limit_is_reported(registry):
     aliases = Aliases({"x": {"id": "coder", "overrides": {"runtime": {"concurrency": {
         "max_parallel_tasks": 0}}}}})
-    with pytest.raises(ConfigError, match="max_parallel_tasks must be a positive integer"):
+    with pytest.raises(ConfigError, match="x: runtime.concurrency.max_parallel_tasks: must be between 1"):
         aliases.resolve("x", registry)
 
 

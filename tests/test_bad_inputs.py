@@ -54,7 +54,7 @@ CASES = [
     case("tasks/unknown-dependency.json", "task 'a' depends on unknown task 'ghost'"),
     case("tasks/non-utf8.json", "not UTF-8 text (invalid byte at offset 29)"),
     case("tasks/no-such-file.json", "file not found"),
-    case("tasks", "cannot read", name="tasks/a-folder", names="bad/tasks"),
+    case("tasks", "a folder, not a task file", name="tasks/a-folder", names="bad/tasks"),
     # plans (--plan-file)
     case("plans/cyclic.yaml", "dependency cycle: a -> c -> b -> a",
          "--plan-file", "bad/plans/cyclic.yaml"),
@@ -88,7 +88,7 @@ CASES = [
           ("traversal-alias.yaml", "alias '../up' is not a safe name"),
           ("not-a-mapping.yaml", "an alias map must be a mapping"),
           ("overrides-not-a-mapping.yaml", "mine.overrides: expected a mapping"),
-          ("zero-limit.yaml", "mine: max_parallel_tasks must be a positive integer, got 0"),
+          ("zero-limit.yaml", "mine: runtime.concurrency.max_parallel_tasks: must be between 1 and 10,000, got 0"),
           ("invalid-yaml.yaml", "invalid YAML: line 2"),
           ("non-utf8.yaml", "not UTF-8 text"),
       ]],
@@ -107,7 +107,7 @@ CASES = [
           ("unsafe-agent-id", "core/coder.codex.yaml", "agent.id: '../coder' must be lowercase"),
           ("not-a-mapping", "core/coder.codex.yaml", "the file must hold a mapping, not list"),
           ("non-utf8", "core/coder.codex.yaml", "not UTF-8 text"),
-          ("negative-limit", "core/coder.codex.yaml", "max_parallel_tasks: must be positive, got -1"),
+          ("negative-limit", "core/coder.codex.yaml", "max_parallel_tasks: must be between 1 and 10,000, got -1"),
           ("bad-index", "index.json", "invalid JSON"),
       ]],
     case("agents/no-agents", "no *.codex.yaml files found", "-f", "bad/agents/coder-tasks.json",
@@ -192,7 +192,7 @@ def test_a_50_mb_task_file_is_refused_by_size(tmp_path):
     _write_big_task_file(big, 50 * 1024 * 1024)
     before = snapshot(cwd)
     proc = codex_flow(cwd, "-f", "big.json")
-    assert_process_rejected(proc, "big.json", "file is 50.0 MiB, larger than the 16 MiB limit for task files")
+    assert_process_rejected(proc, "big.json", "task file is 50.0 MiB, larger than the 16 MiB limit")
     assert snapshot(cwd) == before
 
 
@@ -204,7 +204,7 @@ def test_a_50_mb_task_map_on_stdin_is_refused_by_size(tmp_path):
     big.unlink()
     before = snapshot(cwd)
     proc = codex_flow(cwd, "-f", "-", stdin=data)
-    assert_process_rejected(proc, "<stdin>", "input larger than the 16 MiB limit")
+    assert_process_rejected(proc, "<stdin>", "task file larger than the 16 MiB limit")
     assert snapshot(cwd) == before
 
 

@@ -81,7 +81,7 @@ def _edit(path: Path, fn) -> None:
     (lambda d: d["agent"].pop("id"), "agent.id: missing"),
     (lambda d: d["runtime"]["concurrency"].update(max_parallel_tasks="two"),
      "runtime.concurrency.max_parallel_tasks: expected integer"),
-    (lambda d: d["runtime"]["concurrency"].update(max_parallel_tasks=0), "must be positive"),
+    (lambda d: d["runtime"]["concurrency"].update(max_parallel_tasks=0), "must be between 1 and 10,000, got 0"),
     (lambda d: d["triggers"].update(regex=[{"pattern": "(unclosed", "priority": 1}]), "invalid regex"),
     (lambda d: d.update(agent=["not", "a", "mapping"]), "agent: expected mapping"),
 ])

@@ -118,7 +118,7 @@ def test_default_body_limit_is_one_mib(registry: Registry) -> None:
     ({**GOOD, "alias": PROBE * 20}, "alias: longer than 200 characters"),
     ({"agentId": "reviewer", "alias": "a"}, "task: missing"),
     ({**GOOD, "task": [PROBE]}, "task: must be a non-empty string"),
-    ({**GOOD, "provider": PROBE}, "provider: must be one of echo, openai, anthropic, ollama, cli"),
+    ({**GOOD, "provider": PROBE}, "provider: must be one of echo, openai, anthropic, ollama, cli, codex-cli, claude-code"),
     ({**GOOD, "context": [PROBE]}, "context: must be a list of objects"),
 ])
 def test_bad_bodies_get_422_naming_the_field(client: httpx.Client, body: Any, field: str) -> None:

@@ -168,7 +168,7 @@ def test_alias_editor_reports_unknown_agent_duplicate_alias_and_bad_yaml_inline(
     row.yaml.value = "- a list"
     assert "must be a mapping" in shown(row.message)
     row.yaml.value = "runtime: {concurrency: {max_parallel_tasks: 0}}"
-    assert "max_parallel_tasks must be a positive integer" in shown(row.message)
+    assert "max_parallel_tasks: must be between 1 and 10,000, got 0" in shown(row.message)
     row.yaml.value = "runtime: {autonomy_level: 0.95, concurrency: {max_parallel_tasks: 3}}"
     assert shown(row.message) == "" and row.autonomy.value == 0.95 and row.parallel.value == 3
     editor.yaml_text.value = "reviewer: {id: [broken"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ..errors import CodexFlowError, ConfigError
 from . import agents_cmd, init_cmd, run_cmd
@@ -27,18 +29,37 @@ def _optional_commands() -> list[object]:
     return found
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with our error style: a bad value is one line; an unknown option shows the
+    command's usage and the closest options (``--exmaple``: did you mean ``--example``?)."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            self.print_usage(sys.stderr)
+            known = [o for action in self._actions for o in action.option_strings]
+            for token in message.split(":", 1)[1].split():
+                if token.startswith("-"):
+                    close = difflib.get_close_matches(token.split("=")[0], known, n=2)
+                    if close:
+                        message += f" (did you mean {' or '.join(close)}?)"
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="codex-flow", description="Run many AI agents in parallel.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in [*COMMANDS, *_optional_commands()]:
         module.add_parser(sub)  # type: ignore[attr-defined]
+    parser.set_defaults(_commands=sub.choices)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the command's own parser: its usage and the closest options
+        args._commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

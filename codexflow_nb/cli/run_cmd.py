@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import signal
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
 from .. import loops
 from ..api import EXAMPLE_TASKS, Run, RunResult, prepare_run
 from ..errors import ConfigError
 from ..events import TERMINAL_KINDS, Event
 from ..plan import Plan
+from ..registry import MAX_PARALLEL_TASKS, MAX_TIMEOUT_MS
 from ..runtimes import RUNTIME_NAMES
 from ..widgets.render import format_step  # one copy, shared with the notebook views
 
@@ -32,18 +35,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rt.add_argument("--runtime", choices=list(RUNTIME_NAMES), default="stub",
                     help="stub (offline), codex (HTTP endpoint), codex-cli or claude-code "
                          "(a real coding agent per task, each in its own workspace)")
-    rt.add_argument("--stub-latency-ms", type=float, default=20.0, help="stub latency (default 20)")
-    rt.add_argument("--stub-jitter", type=float, default=0.0, help="stub latency spread 0..1")
-    rt.add_argument("--stub-cpu-ms", type=float, default=0.0, help="CPU burnt per stub task")
-    rt.add_argument("--codex-url", default=None, help="endpoint base URL (or $CODEX_URL)")
+    rt.add_argument("--stub-latency-ms", type=_milliseconds, default=20.0,
+                    help="stub latency (default 20)")
+    rt.add_argument("--stub-jitter", type=_fraction, default=0.0, help="stub latency spread 0..1")
+    rt.add_argument("--stub-cpu-ms", type=_milliseconds, default=0.0,
+                    help="CPU burnt per stub task")
+    rt.add_argument("--codex-url", default=None, type=_http_url,
+                    help="endpoint base URL (or $CODEX_URL)")
     rt.add_argument("--codex-key", default=None, help="bearer token (or $CODEX_API_KEY)")
     rt.add_argument("--provider", choices=["openai", "anthropic", "ollama", "cli", "echo"])
     rt.add_argument("--stream", action="store_true", help="stream replies (SSE) as task_chunk events")
     add_agent_options(p)
     ex = p.add_argument_group("execution")
     ex.add_argument("--max-concurrency", type=_positive, help="global cap on running tasks")
-    ex.add_argument("--timeout-ms", type=_positive, help="per-task timeout (overrides the agents')")
-    ex.add_argument("--retries", type=_non_negative, help="extra tries for retryable failures")
+    ex.add_argument("--timeout-ms", type=_timeout_ms,
+                    help="per-task timeout (overrides the agents')")
+    ex.add_argument("--retries", type=_retries, help="extra tries for retryable failures")
     ex.add_argument("--continue-on-failure", action="store_true",
                     help="run dependants of failed tasks instead of skipping them")
     ex.add_argument("--strict-tools", action="store_true",
@@ -72,18 +79,62 @@ _EXTENSIONS: list[Any] = []
 _PLAN_BUILDERS: list[Any] = []
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive integer")
+def _whole(text: str, low: int, high: int) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be between {low:,} and {high:,}, got {value}")
     return value
+
+
+def _positive(text: str) -> int:
+    return _whole(text, 1, MAX_PARALLEL_TASKS)
 
 
 def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
+    return _whole(text, 0, MAX_PARALLEL_TASKS)
+
+
+def _retries(text: str) -> int:
+    return _whole(text, 0, 100)
+
+
+def _timeout_ms(text: str) -> int:
+    return _whole(text, 1, MAX_TIMEOUT_MS)
+
+
+def _number(text: str, low: float, high: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and low <= value <= high):  # nan and inf fail here too
+        raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {text}")
     return value
+
+
+def _milliseconds(text: str) -> float:
+    return _number(text, 0.0, float(MAX_TIMEOUT_MS))
+
+
+def _fraction(text: str) -> float:
+    return _number(text, 0.0, 1.0)
+
+
+def _http_url(text: str) -> str:
+    """An ``http(s)://host[:port][/path]`` URL, checked now rather than by every task."""
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port  # raises for a port outside 0..65535
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a valid URL {text!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"expected http://HOST[:PORT] or https://..., got {text!r}")
+    if port == 0:
+        raise argparse.ArgumentTypeError(f"port 0 cannot be connected to: {text!r}")
+    return text.strip()
 
 
 def _source(args: argparse.Namespace) -> tuple[Any, Plan | str | None]:
@@ -203,11 +254,21 @@ def agent_options(args: argparse.Namespace) -> dict[str, Any]:
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
+def _env_url() -> str | None:
+    url = os.environ.get("CODEX_URL")
+    if url:
+        try:
+            return _http_url(url)
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"$CODEX_URL: {exc}") from None
+    return None
+
+
 def runtime_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.runtime in ("codex-cli", "claude-code"):
         return agent_options(args)
     if args.runtime == "codex":
-        url = args.codex_url or os.environ.get("CODEX_URL")
+        url = args.codex_url or _env_url()
         if not url:
             raise ConfigError("--runtime codex needs an endpoint: pass --codex-url URL or set "
                               "CODEX_URL (start one with `codex-flow serve`)")

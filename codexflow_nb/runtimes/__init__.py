@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
+from ..registry import ENGINES
 from .base import Reply, Runtime, RuntimeCall, RuntimeFailure
 from .stub import StubRuntime
 
@@ -13,7 +14,7 @@ __all__ = ["Reply", "Runtime", "RuntimeCall", "RuntimeFailure", "StubRuntime", "
 
 
 #: Every runtime name, for ``--runtime``, the dashboard and ``runtime.engine`` in an alias.
-RUNTIME_NAMES = ("stub", "codex", "codex-cli", "claude-code")
+RUNTIME_NAMES = ENGINES
 #: Options of the coding-agent runtimes (``codex-cli``, ``claude-code``).
 AGENT_OPTION_NAMES = {"agent_bin", "agent_model", "codex_config", "permission_mode",
                       "allowed_tools", "workspace", "repo", "base", "workspaces_dir"}
