@@ -458,3 +458,21 @@ def test_serve_provider_runs_the_agent_per_request(codex: Path) -> None:
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_default_sandbox_lets_the_agent_edit_only_its_workspace(codex: Path) -> None:
+    """Without a sandbox in the card, the flags or the user's config, Codex runs with
+    workspace-write: the edit in the worktree lands, a write outside it is refused."""
+    config = Path(os.environ["CODEX_HOME"]) / "config.toml"
+    config.write_text("\n".join(line for line in config.read_text().splitlines()
+                                if not line.startswith("sandbox_mode")) + "\n")
+    outside = Path("/opt") / f"codexflow-sandbox-probe-{os.getpid()}.txt"  # not /tmp: writable
+    result = cf.run({"coder": [f"Edit.\n@shell: echo in > inside.txt\n@shell: echo out > {outside}\n"
+                               "@say: tried both"]}, runtime="codex-cli", repo=str(codex))
+    assert result.ok, result.summary_text(verbose=True)
+    files = [f["path"] for f in next(e for e in events() if e["kind"] == "task_complete")
+             ["changes"]["files"]]
+    try:
+        assert files == ["inside.txt"] and not outside.exists()
+    finally:
+        outside.unlink(missing_ok=True)

@@ -35,6 +35,9 @@ STDERR_FILE_LIMIT = 1024 * 1024
 MAX_WARNINGS = 20
 #: Settings of the agent card's ``runtime`` section each CLI reads (besides ``model``).
 SECTIONS = {"codex-cli": "codex_cli", "claude-code": "claude_code"}
+#: Codex's sandbox when neither the card, the flags nor the user's Codex config chooses one:
+#: commands may write in the workspace only (enforced by Codex; works as root in a container).
+DEFAULT_CODEX_SANDBOX = "workspace-write"
 #: Claude Code's tools when the card names none.
 CLAUDE_DEFAULT_TOOLS = ["Bash", "Read", "Edit", "Write", "Grep", "Glob"]
 #: Variables an agent started by the demo endpoint gets (plus ``pass_env``).
@@ -104,6 +107,12 @@ class AgentCliRuntime:
             settings["model"] = self.model
         if self.name == "codex-cli":
             settings["config_args"] = self.config_args
+            chosen = (settings.get("sandbox") or settings.get("profile")
+                      or any(str(a).startswith("sandbox_mode") for a in self.config_args)
+                      or "sandbox_mode" in (settings.get("config") or {})
+                      or "sandbox_mode" in self._codex_settings())
+            if not chosen:  # Codex's own default (read-only) would stop every edit
+                settings["sandbox"] = DEFAULT_CODEX_SANDBOX
             return settings
 
         tools = ((agent.get("capabilities") or {}).get("detail") or {}).get("tools") or {}
@@ -207,22 +216,25 @@ class AgentCliRuntime:
                      model=extra.get("model"), annotations=extra)
 
     def _configured_model(self) -> str | None:
-        """Codex's own default model (``model`` in ``$CODEX_HOME/config.toml``), for the cost
-        table; nothing else of that file is read."""
-        if self.name != "codex-cli":
-            return None
-        if not hasattr(self, "_codex_model"):
+        """Codex's own default model, for the cost table."""
+        value = self._codex_settings().get("model") if self.name == "codex-cli" else None
+        return value if isinstance(value, str) else None
+
+    def _codex_settings(self) -> dict[str, Any]:
+        """``model`` and ``sandbox_mode`` of ``$CODEX_HOME/config.toml`` (nothing else of that
+        file is read: no credential ever is)."""
+        if not hasattr(self, "_codex_cfg"):
             import tomllib
 
             env = self.env if self.env is not None else os.environ
             home = env.get("CODEX_HOME") or os.path.join(env.get("HOME", "~"), ".codex")
             try:
                 with open(os.path.join(os.path.expanduser(home), "config.toml"), "rb") as fh:
-                    value = tomllib.load(fh).get("model")
+                    doc = tomllib.load(fh)
             except (OSError, ValueError):
-                value = None
-            self._codex_model = value if isinstance(value, str) else None
-        return self._codex_model
+                doc = {}
+            self._codex_cfg = {k: doc[k] for k in ("model", "sandbox_mode") if k in doc}
+        return self._codex_cfg
 
     def _failure(self, turn: Turn, finished: Any) -> tuple[str, bool] | None:
         """``(message, retryable)`` when the turn failed; the agent's own words first."""

@@ -1,0 +1,118 @@
+"""Unit tests of the agent-CLI adapters, settings and diff summaries (no CLI needed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from codexflow_nb.errors import ConfigError
+from codexflow_nb.runtimes.adapters import ClaudeAdapter, CodexAdapter, Turn, claude_tools
+from codexflow_nb.runtimes.agent_cli import AgentCliRuntime
+from codexflow_nb.runtimes.binaries import CODEX, find_binary, parse_version
+from codexflow_nb.workspaces import summarise_diff
+
+CARD = {"runtime": {"model": "card-model", "codex_cli": {"profile": "p", "config": {"k": 1}},
+                    "claude_code": {"permission_mode": "plan"}},
+        "capabilities": {"detail": {"tools": {"allowed": ["read_file", "shell", "python"],
+                                              "restricted": ["write_file", "git"]}}}}
+
+
+def test_codex_command_takes_card_then_flags(tmp_path) -> None:
+    rt = AgentCliRuntime("codex-cli", model="flag-model", config_args=["x=2"],
+                         env={"CODEX_HOME": str(tmp_path)})
+    argv = CodexAdapter().command("codex", rt.settings(CARD), "/w", git_repo=True)
+    assert argv[:5] == ["codex", "exec", "--json", "-C", "/w"]
+    assert "--skip-git-repo-check" not in argv and argv[-1] == "-"
+    assert argv[argv.index("-m") + 1] == "flag-model" and argv[argv.index("-p") + 1] == "p"
+    assert "k=1" in argv and argv.index("k=1") < argv.index("x=2")  # flags come last
+    assert "-s" not in argv  # a profile chooses its own sandbox
+    bare = CodexAdapter().command("codex", rt.settings({"runtime": {}}), "/w", git_repo=False)
+    assert "--skip-git-repo-check" in bare and bare[bare.index("-s") + 1] == "workspace-write"
+
+
+def test_claude_command_maps_card_tools() -> None:
+    rt = AgentCliRuntime("claude-code")
+    argv = ClaudeAdapter().command("claude", rt.settings(CARD), "/w", git_repo=True)
+    assert argv[argv.index("--permission-mode") + 1] == "plan"
+    allowed = argv[argv.index("--allowedTools") + 1].split(",")
+    assert allowed == ["Read", "Bash", "Bash(python:*)", "Bash(python3:*)"]
+    # whole tools only: Write/Edit denied, the Bash(git:*) pattern stays in the prompt
+    assert argv[argv.index("--disallowedTools") + 1] == "Write,Edit"
+    assert claude_tools(["Bash(npm:*)", "web"]) == ["Bash(npm:*)", "WebFetch", "WebSearch"]
+
+
+def feed(adapter, lines):
+    chunks, steps = [], []
+    turn = Turn(on_chunk=chunks.append, on_step=steps.append)
+    for line in lines:
+        adapter.feed(line, turn)
+    return turn, chunks, steps
+
+
+def test_codex_stream_to_chunks_steps_usage_and_failures() -> None:
+    turn, chunks, steps = feed(CodexAdapter(), [
+        {"type": "thread.started", "thread_id": "t1"},
+        {"type": "item.completed", "item": {"id": "0", "type": "error", "message": "metadata"}},
+        {"type": "item.started", "item": {"id": "1", "type": "command_execution"}},
+        {"type": "item.completed", "item": {"id": "1", "type": "command_execution",
+                                            "command": "ls", "exit_code": 2, "status": "failed",
+                                            "aggregated_output": "x" * 500}},
+        {"type": "item.completed", "item": {"id": "2", "type": "file_change", "status": "completed",
+                                            "changes": [{"path": "a.py", "kind": "add"}]}},
+        {"type": "item.completed", "item": {"id": "3", "type": "agent_message", "text": "Done.\nMore"}},
+        {"type": "turn.completed", "usage": {"input_tokens": 10, "cached_input_tokens": 4,
+                                             "output_tokens": 3, "reasoning_output_tokens": 1}}])
+    assert turn.finished and turn.error is None and turn.final == "Done.\nMore"
+    assert chunks == ["Done.\nMore\n"]
+    assert [s["stepType"] for s in steps] == ["warning", "command", "file_change"]
+    assert steps[1]["exitCode"] == 2 and "durationMs" in steps[1] and len(steps[1]["output"]) == 303
+    assert turn.usage == {"tokensIn": 10, "tokensOut": 3, "cachedTokensIn": 4, "reasoningTokens": 1}
+    failed, _, _ = feed(CodexAdapter(), [{"type": "turn.failed", "error": {"message": "quota"}}])
+    assert failed.error == "quota" and not failed.finished
+
+
+def test_claude_stream_to_steps_and_error_results() -> None:
+    turn, chunks, steps = feed(ClaudeAdapter(), [
+        {"type": "system", "subtype": "init", "session_id": "s", "model": "claude-x"},
+        {"type": "assistant", "message": {"content": [
+            {"type": "tool_use", "id": "u1", "name": "Bash", "input": {"command": "false"}},
+            {"type": "tool_use", "id": "u2", "name": "Edit", "input": {"file_path": "/w/a.py"}}]}},
+        {"type": "user", "message": {"content": [
+            {"type": "tool_result", "tool_use_id": "u1", "is_error": True, "content": "Exit code 3\nno"},
+            {"type": "tool_result", "tool_use_id": "u2", "content": [{"type": "text", "text": "ok"}]}]}},
+        {"type": "assistant", "message": {"content": [{"type": "text", "text": "All done"}]}},
+        {"type": "result", "subtype": "success", "is_error": False, "result": "All done",
+         "usage": {"input_tokens": 5, "cache_read_input_tokens": 7,
+                   "cache_creation_input_tokens": 1, "output_tokens": 2}}])
+    assert turn.model == "claude-x" and turn.final == "All done" and chunks == ["All done\n"]
+    assert steps[0] == {**steps[0], "stepType": "command", "command": "false", "exitCode": 3,
+                        "status": "failed"}
+    assert steps[1]["stepType"] == "file_change" and steps[1]["files"] == ["/w/a.py"]
+    assert turn.usage == {"tokensIn": 13, "tokensOut": 2, "cachedTokensIn": 7}
+    bad, _, _ = feed(ClaudeAdapter(), [{"type": "result", "subtype": "success", "is_error": True,
+                                        "result": "API Error: 500 boom"}])
+    assert bad.error == "API Error: 500 boom"
+
+
+def test_diff_summary_counts_binary_and_statuses() -> None:
+    numstat = "3\t1\ta.py\0-\t-\timg.png\0" + "0\t4\told.txt\0"
+    status = "M\0a.py\0A\0img.png\0D\0old.txt\0"
+    s = summarise_diff(numstat, status)
+    assert s["insertions"] == 3 and s["deletions"] == 5
+    assert [(f["path"], f["status"]) for f in s["files"]] == [
+        ("a.py", "modified"), ("img.png", "added"), ("old.txt", "deleted")]
+    assert s["files"][1]["binary"] is True
+
+
+def test_versions_and_missing_binaries(tmp_path) -> None:
+    assert parse_version("codex-cli 0.169.0") == (0, 169, 0)
+    assert parse_version("2.1.197 (Claude Code)") == (2, 1, 197)
+    fake = tmp_path / "codex"
+    fake.write_text("#!/bin/sh\necho 'codex-cli 1.2.0'\n")
+    fake.chmod(0o755)
+    with pytest.raises(ConfigError, match=r"version 1.2.0, supported >=0.169.0,<1.0.0"):
+        find_binary(CODEX, str(fake))
+    with pytest.raises(ConfigError, match="not found"):
+        find_binary(CODEX, str(tmp_path / "missing"))
+    json.dumps(CODEX.install)
