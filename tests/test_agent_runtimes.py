@@ -436,7 +436,8 @@ def test_serve_provider_runs_the_agent_per_request(codex: Path) -> None:
     server = subprocess.Popen([sys.executable, "-m", "codexflow_nb", "serve", "--provider",
                                "codex-cli", "--port", str(port), "--repo", str(codex),
                                "--pass-env", "CODEXFLOW_TEST_KEY"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "OPENAI_ORG_SECRET": "sk-server-only-1234"})
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -445,15 +446,19 @@ def test_serve_provider_runs_the_agent_per_request(codex: Path) -> None:
                 break
             except OSError:
                 time.sleep(0.1)
-        result = cf.run({"coder": ["Edit.\n@shell: echo served > served.txt\n@say: served",
+        result = cf.run({"coder": ["Edit.\n@shell: echo served > served.txt\n"
+                                   "@shell: env | sort > env.txt\n@say: served",
                                    "Edit 2.\n@shell: echo other > other.txt\n@say: other"]},
                         runtime="codex", url=f"http://127.0.0.1:{port}", stream=True)
         assert result.ok, result.summary_text(verbose=True)
         outputs = [t.output for t in result.tasks]
         patches = [o["patch"] for o in outputs]
         assert "+++ b/served.txt" in patches[0] and "other.txt" not in patches[0]
+        # the agent saw only the allow-listed variables, never the server's whole environment
+        assert "+PATH=" in patches[0] and "CODEXFLOW_TEST_KEY" in patches[0]
+        assert "sk-server-only" not in patches[0] and "OPENAI_ORG_SECRET" not in patches[0]
         assert "+++ b/other.txt" in patches[1]
-        assert [s["stepType"] for s in outputs[0]["steps"]].count("command") == 1
+        assert [s["stepType"] for s in outputs[0]["steps"]].count("command") == 2
         assert git("status", "--porcelain", cwd=codex) == ""
     finally:
         server.terminate()
