@@ -3,12 +3,14 @@ contract in ``docs/RUNTIME.md`` (``POST {url}/run``, JSON or SSE with ``?stream=
 
 HTTP goes through aiohttp directly (:mod:`codexflow_nb.httpclient` says why). Failures become
 :class:`RuntimeFailure`: 429, 5xx, connection errors and cut streams are retryable; other 4xx,
-malformed replies and ``error`` stream events are not. The API key is sent as a bearer token
-and never appears in a message.
+malformed replies, ``error`` stream events and replies past a size cap (``ReplyTooLarge``:
+``max_reply_bytes``, ``max_event_bytes``, ``max_stream_bytes``) are not. The API key is sent as a
+bearer token and never appears in a message: text from the server is masked before it is cut.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from email.utils import parsedate_to_datetime
@@ -20,19 +22,32 @@ import orjson
 
 from ..errors import ConfigError
 from ..httpclient import (
+    ERROR_BODY_BYTES,
+    MAX_EVENT_BYTES,
+    MAX_REPLY_BYTES,
+    MAX_STREAM_BYTES,
+    ReplyLimits,
+    ReplyTooLarge,
     SSEError,
     aiter_sse,
     client_timeout,
     error_detail,
+    format_size,
     is_connect_error,
     is_timeout,
     json_body,
     make_session,
+    read_body,
+    read_head,
 )
 from .base import ChunkCallback, Reply, RuntimeCall, RuntimeFailure
 
 #: Characters of an error body kept in a failure message.
 BODY_PREVIEW = 200
+#: The size caps of :class:`CodexRuntime`, as ``make_runtime``/``prepare_run`` options.
+LIMIT_OPTION_NAMES = ("max_reply_bytes", "max_event_bytes", "max_stream_bytes")
+_LIMIT_HINTS = {"reply body": "max_reply_bytes", "stream line": "max_event_bytes",
+                "stream event": "max_event_bytes", "stream": "max_stream_bytes"}
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -53,9 +68,32 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def preview(text: str, limit: int = BODY_PREVIEW) -> str:
-    """The first ``limit`` characters of ``text`` on one line."""
-    flat = " ".join(text.split())
+    """The first ``limit`` characters of ``text`` on one line. Cuts blindly: mask secrets
+    first (:func:`mask_secret`), or a cut may keep the start of one."""
+    flat = " ".join(text.split(None, limit))  # the first ``limit`` words hold the cut
     return flat if len(flat) <= limit else flat[:limit] + "..."
+
+
+def mask_secret(text: str, secret: str | None, *, cut: bool = False) -> str:
+    """``text`` with each occurrence of ``secret`` (as is, or escaped in a JSON string) shown
+    as ``***``. ``cut``: the text is the start of something longer, so a piece of the secret's
+    start at its very end is masked too."""
+    if not secret:
+        return text
+    forms = [secret]
+    escaped = json.dumps(secret)[1:-1]
+    if escaped != secret:
+        forms.append(escaped)
+    for form in forms:
+        if form in text:
+            text = text.replace(form, "***")
+    if cut:
+        for form in forms:
+            for n in range(min(len(form) - 1, len(text)), 0, -1):
+                if text.endswith(form[:n]):
+                    text = text[:-n] + "***"
+                    break
+    return text
 
 
 def reply_from(doc: Any, where: str) -> Reply:
@@ -93,7 +131,8 @@ class CodexRuntime:
     default_retries = 1
 
     def __init__(self, url: str, api_key: str | None = None, provider: str | None = None,
-                 stream: bool = False) -> None:
+                 stream: bool = False, *, max_reply_bytes: int | None = None,
+                 max_event_bytes: int | None = None, max_stream_bytes: int | None = None) -> None:
         parts = urlsplit(url or "")
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError("codex endpoint URL must look like http://host:port "
@@ -108,6 +147,14 @@ class CodexRuntime:
         if self._api_key and not all(33 <= ord(ch) < 127 for ch in self._api_key):
             raise ConfigError("the codex API key (--codex-key or $CODEX_API_KEY) must be printable "
                               "ASCII without spaces")
+        try:
+            self.limits = ReplyLimits(
+                MAX_REPLY_BYTES if max_reply_bytes is None else max_reply_bytes,
+                MAX_EVENT_BYTES if max_event_bytes is None else max_event_bytes,
+                MAX_STREAM_BYTES if max_stream_bytes is None else max_stream_bytes)
+        except ValueError:
+            raise ConfigError("max_reply_bytes, max_event_bytes and max_stream_bytes must be "
+                              "positive numbers of bytes") from None
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
 
@@ -144,17 +191,20 @@ class CodexRuntime:
             return await self._run_stream(session, call, timeout, on_chunk)
         try:
             async with session.post(self._run_url, data=self.body(call), timeout=timeout) as response:
-                payload = await response.read()
+                if response.status != 200:
+                    head, cut = await read_head(response, ERROR_BODY_BYTES)
+                    raise self._status_failure(response.status, head.decode("utf-8", "replace"),
+                                               response.headers.get("retry-after"), cut)
+                payload = await read_body(response, self.limits.reply)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._transport_failure(exc) from None
-        if response.status != 200:
-            raise self._status_failure(response.status, payload.decode("utf-8", "replace"),
-                                       response.headers.get("retry-after"))
+        except ReplyTooLarge as exc:
+            raise self._too_large(exc) from None
         try:
             doc = orjson.loads(payload)
         except orjson.JSONDecodeError:
             text = payload.decode("utf-8", "replace")
-            raise _malformed(f"not JSON: {self._clean(preview(text))}") from None
+            raise _malformed(f"not JSON: {self._preview(text)}") from None
         return reply_from(doc, "reply")
 
     async def _run_stream(self, session: aiohttp.ClientSession, call: RuntimeCall,
@@ -164,16 +214,20 @@ class CodexRuntime:
             async with session.post(self._stream_url, data=self.body(call), timeout=timeout,
                                     headers={"accept": "text/event-stream"}) as response:
                 if response.status != 200:
-                    text = (await response.read()).decode("utf-8", "replace")
-                    raise self._status_failure(response.status, text,
-                                               response.headers.get("retry-after"))
+                    head, cut = await read_head(response, ERROR_BODY_BYTES)
+                    raise self._status_failure(response.status, head.decode("utf-8", "replace"),
+                                               response.headers.get("retry-after"), cut)
                 try:
-                    async for sse in aiter_sse(response):
+                    async for sse in aiter_sse(response, max_event_bytes=self.limits.event,
+                                               max_stream_bytes=self.limits.stream):
                         reply = self._on_event(sse.data, chunks, on_chunk)
                         if reply is not None:
                             return reply
                 except SSEError as exc:
                     raise _malformed(self._clean(str(exc))) from None
+                except ReplyTooLarge as exc:
+                    response.close()  # never drain the rest: drop the connection
+                    raise self._too_large(exc, len(chunks)) from None
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     if is_timeout(exc):
                         raise TimeoutError(self._clean(error_detail(exc))) from None
@@ -192,7 +246,7 @@ class CodexRuntime:
         try:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise _malformed(f"stream event is not JSON: {self._clean(preview(data))}") from None
+            raise _malformed(f"stream event is not JSON: {self._preview(data)}") from None
         kind = event.get("event") if isinstance(event, dict) else None
         if kind == "chunk":
             content = event.get("content")
@@ -208,7 +262,7 @@ class CodexRuntime:
         elif kind == "error":
             message = event.get("message")
             raise RuntimeFailure(
-                "endpoint error: " + self._clean(preview(str(message or "no message"))),
+                "endpoint error: " + self._preview(str(message or "no message")),
                 type="StreamError", retryable=event.get("retryable") is True)
         return None  # "start" and unknown kinds are informational
 
@@ -219,15 +273,28 @@ class CodexRuntime:
             timeout = self._timeouts[seconds] = client_timeout(seconds)
         return timeout
 
-    def _clean(self, text: str) -> str:
+    def _clean(self, text: str, cut: bool = False) -> str:
         """``text`` with the API key masked (belt and braces: it should never be there)."""
-        return text.replace(self._api_key, "***") if self._api_key else text
+        return mask_secret(text, self._api_key, cut=cut)
 
-    def _status_failure(self, status: int, body: str, retry_after: str | None) -> RuntimeFailure:
+    def _preview(self, text: str, cut: bool = False) -> str:
+        """The start of ``text`` for a message: masked first, then cut (cutting first could
+        keep the start of a key that straddles the cut)."""
+        return preview(self._clean(text, cut))
+
+    def _too_large(self, exc: ReplyTooLarge, chunks: int | None = None) -> RuntimeFailure:
+        option = _LIMIT_HINTS.get(exc.what, "max_reply_bytes")
+        where = f" after {chunks} chunk(s)" if chunks is not None else ""
+        return RuntimeFailure(f"reply too large: {exc}{where} (the limit is {option}="
+                              f"{exc.limit}, {format_size(exc.limit)}; raise it if the endpoint "
+                              "really sends that much)", type="ReplyTooLarge", retryable=False)
+
+    def _status_failure(self, status: int, body: str, retry_after: str | None,
+                        cut: bool = False) -> RuntimeFailure:
         retryable = status == 429 or status >= 500
         message = f"HTTP {status}"
         if body.strip():
-            message += f": {self._clean(preview(body))}"
+            message += f": {self._preview(body, cut)}"
         return RuntimeFailure(message, type="HttpError", retryable=retryable, status=status,
                               retry_after=parse_retry_after(retry_after) if retryable else None)
 
@@ -238,5 +305,5 @@ class CodexRuntime:
         if is_timeout(exc):
             return TimeoutError(self._clean(detail))
         what = "cannot reach" if is_connect_error(exc) else "connection broke talking to"
-        return RuntimeFailure(f"{what} {self.url}: {self._clean(preview(detail))}",
+        return RuntimeFailure(f"{what} {self.url}: {self._preview(detail)}",
                               type="ConnectionError", retryable=True)

@@ -10,18 +10,20 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ...httpclient import SSEError, aiter_sse, json_body
+from ...httpclient import ReplyLimits, ReplyTooLarge, SSEError, aiter_sse, json_body
 from .base import (
     JSON_HEADERS,
     SSE_HEADERS,
+    UPSTREAM_LIMITS,
     AgentRequest,
     ProviderError,
     ProviderReply,
+    failed_reply,
     malformed,
     post_ok,
     system_prompt,
+    too_large,
     transport_failure,
-    upstream_failure,
     user_prompt,
 )
 
@@ -38,12 +40,14 @@ class AnthropicProvider:
     name = "anthropic"
 
     def __init__(self, client: aiohttp.ClientSession, env: Mapping[str, str],
-                 model: str | None = None) -> None:
+                 model: str | None = None, limits: ReplyLimits = UPSTREAM_LIMITS) -> None:
         key = env.get("ANTHROPIC_API_KEY")
         if not key:
             raise ProviderError(400, "provider 'anthropic' is not configured on this endpoint: "
                                      "set ANTHROPIC_API_KEY where `codex-flow serve` runs")
         self._client = client
+        self._key = key
+        self.limits = limits
         self._headers = {"x-api-key": key, "anthropic-version": API_VERSION, **JSON_HEADERS}
         self._stream_headers = {**self._headers, **SSE_HEADERS}
         self._url = (env.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL).rstrip("/") + "/v1/messages"
@@ -63,7 +67,7 @@ class AnthropicProvider:
 
     async def complete(self, request: AgentRequest) -> ProviderReply:
         payload = await post_ok(self._client, VENDOR, self._url, self._body(request, False),
-                                self._headers)
+                                self._headers, self.limits, self._key)
         try:
             doc = orjson.loads(payload)
             text = "".join(block.get("text", "") for block in doc["content"]
@@ -83,9 +87,9 @@ class AnthropicProvider:
             async with self._client.post(self._url, data=json_body(self._body(request, True)),
                                          headers=self._stream_headers) as response:
                 if response.status != 200:
-                    raise upstream_failure(VENDOR, response.status, response.headers,
-                                           await response.read())
-                async for sse in aiter_sse(response):
+                    raise await failed_reply(VENDOR, response, self._key)
+                async for sse in aiter_sse(response, max_event_bytes=self.limits.event,
+                                           max_stream_bytes=self.limits.stream):
                     try:
                         doc = orjson.loads(sse.data) if sse.data else {}
                     except ValueError:
@@ -118,6 +122,8 @@ class AnthropicProvider:
             raise transport_failure(VENDOR, exc) from None
         except SSEError:
             raise malformed(VENDOR, "not an event stream") from None
+        except ReplyTooLarge as exc:
+            raise too_large(VENDOR, exc) from None
         if not stopped:
             raise malformed(VENDOR, "stream ended without message_stop")
         if not isinstance(tokens_in, int) or not isinstance(tokens_out, int):

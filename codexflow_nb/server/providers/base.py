@@ -1,5 +1,6 @@
 """What every provider gets (an :class:`AgentRequest`) and gives back (a :class:`ProviderReply`),
-plus the prompts built from an agent definition and the mapping of upstream failures."""
+plus the prompts built from an agent definition, bounded reading of vendor replies and the
+mapping of upstream failures."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from ...httpclient import is_timeout, json_body
+from ...httpclient import ReplyLimits, ReplyTooLarge, is_timeout, json_body, read_body, read_head
 from ...prompts import agent_card, task_prompt
 from ...prompts import first_line as first_line  # re-exported for the providers
 from ...registry import AgentDef
@@ -20,6 +21,9 @@ from ...runtimes.codex import parse_retry_after
 JSON_HEADERS = {"content-type": "application/json"}
 #: Added to streaming requests: the reply must be an event stream, never a cached one.
 SSE_HEADERS = {"accept": "text/event-stream", "cache-control": "no-store"}
+#: Caps on what a vendor may send back (a JSON reply, one stream line or event, one whole
+#: stream): past them the request fails with a 502 instead of filling the endpoint's memory.
+UPSTREAM_LIMITS = ReplyLimits()
 
 
 @dataclass(frozen=True)
@@ -79,10 +83,13 @@ def user_prompt(request: AgentRequest) -> str:
 
 
 def upstream_failure(vendor: str, status: int, headers: Mapping[str, str],
-                     body: bytes) -> ProviderError:
+                     body: bytes, secret: str | None = None) -> ProviderError:
     """Map a vendor's non-200 reply to a :class:`ProviderError`, quoting only the vendor's
-    error code (never its message, which may echo the request or part of a key)."""
+    error code (never its message, which may echo the request or part of a key), and not even
+    that when it holds the ``secret`` (the provider's key) or a piece of it."""
     code = _error_code(body)
+    if code and secret and (secret in code or (len(code) >= 8 and code in secret)):
+        code = None
     detail = f"HTTP {status}" + (f" ({code})" if code else "")
     if status == 429:
         return ProviderError(429, f"{vendor} rate limit: {detail}",
@@ -93,17 +100,33 @@ def upstream_failure(vendor: str, status: int, headers: Mapping[str, str],
 
 
 async def post_ok(session: aiohttp.ClientSession, vendor: str, url: str, body: Any,
-                  headers: Mapping[str, str]) -> bytes:
-    """POST ``body`` as JSON to a vendor and return the reply's body; a transport error or a
-    non-200 reply becomes a ProviderError."""
+                  headers: Mapping[str, str], limits: ReplyLimits = UPSTREAM_LIMITS,
+                  secret: str | None = None) -> bytes:
+    """POST ``body`` as JSON to a vendor and return the reply's body (at most
+    ``limits.reply`` bytes); a transport error, a non-200 reply or a reply past the cap
+    becomes a ProviderError."""
     try:
         async with session.post(url, data=json_body(body), headers=headers) as response:
-            payload = await response.read()
+            if response.status != 200:
+                raise await failed_reply(vendor, response, secret)
+            return await read_body(response, limits.reply)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise transport_failure(vendor, exc) from None
-    if response.status != 200:
-        raise upstream_failure(vendor, response.status, response.headers, payload)
-    return payload
+    except ReplyTooLarge as exc:
+        raise too_large(vendor, exc) from None
+
+
+async def failed_reply(vendor: str, response: aiohttp.ClientResponse,
+                       secret: str | None = None) -> ProviderError:
+    """The ProviderError for a vendor's non-200 ``response``, reading only the start of its
+    body (enough for the error code)."""
+    head, _ = await read_head(response)
+    return upstream_failure(vendor, response.status, response.headers, head, secret)
+
+
+def too_large(vendor: str, exc: ReplyTooLarge) -> ProviderError:
+    """A vendor reply past one of the :data:`UPSTREAM_LIMITS` (502: the upstream misbehaved)."""
+    return ProviderError(502, f"{vendor} reply too large: {exc}")
 
 
 def transport_failure(vendor: str, exc: BaseException) -> ProviderError:

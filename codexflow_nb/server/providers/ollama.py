@@ -9,17 +9,19 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ...httpclient import aiter_lines, json_body
+from ...httpclient import ReplyLimits, ReplyTooLarge, aiter_lines, json_body
 from .base import (
     JSON_HEADERS,
+    UPSTREAM_LIMITS,
     AgentRequest,
     ProviderError,
     ProviderReply,
+    failed_reply,
     malformed,
     post_ok,
     system_prompt,
+    too_large,
     transport_failure,
-    upstream_failure,
     user_prompt,
 )
 
@@ -34,8 +36,9 @@ class OllamaProvider:
     name = "ollama"
 
     def __init__(self, client: aiohttp.ClientSession, env: Mapping[str, str],
-                 model: str | None = None) -> None:
+                 model: str | None = None, limits: ReplyLimits = UPSTREAM_LIMITS) -> None:
         self._client = client
+        self.limits = limits
         self._url = (env.get("OLLAMA_URL") or DEFAULT_URL).rstrip("/") + "/api/chat"
         self.model = model or env.get("OLLAMA_MODEL") or DEFAULT_MODEL
 
@@ -46,7 +49,7 @@ class OllamaProvider:
 
     async def complete(self, request: AgentRequest) -> ProviderReply:
         payload = await post_ok(self._client, VENDOR, self._url, self._body(request, False),
-                                JSON_HEADERS)
+                                JSON_HEADERS, self.limits)
         try:
             doc = orjson.loads(payload)
             text = doc["message"]["content"]
@@ -61,9 +64,9 @@ class OllamaProvider:
             async with self._client.post(self._url, data=json_body(self._body(request, True)),
                                          headers=JSON_HEADERS) as response:
                 if response.status != 200:
-                    raise upstream_failure(VENDOR, response.status, response.headers,
-                                           await response.read())
-                async for line in aiter_lines(response.content):
+                    raise await failed_reply(VENDOR, response)
+                async for line in aiter_lines(response.content.iter_any(), self.limits.event,
+                                              self.limits.stream):
                     if not line.strip():
                         continue
                     try:
@@ -83,6 +86,8 @@ class OllamaProvider:
                         break
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise transport_failure(VENDOR, exc) from None
+        except ReplyTooLarge as exc:
+            raise too_large(VENDOR, exc) from None
         if final is None:
             raise malformed(VENDOR, "stream ended without a done object")
         yield ProviderReply(text="".join(parts), model=str(final.get("model") or self.model),

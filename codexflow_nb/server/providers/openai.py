@@ -9,18 +9,20 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ...httpclient import SSEError, aiter_sse, json_body
+from ...httpclient import ReplyLimits, ReplyTooLarge, SSEError, aiter_sse, json_body
 from .base import (
     JSON_HEADERS,
     SSE_HEADERS,
+    UPSTREAM_LIMITS,
     AgentRequest,
     ProviderError,
     ProviderReply,
+    failed_reply,
     malformed,
     post_ok,
     system_prompt,
+    too_large,
     transport_failure,
-    upstream_failure,
     user_prompt,
 )
 
@@ -35,12 +37,14 @@ class OpenAIProvider:
     name = "openai"
 
     def __init__(self, client: aiohttp.ClientSession, env: Mapping[str, str],
-                 model: str | None = None) -> None:
+                 model: str | None = None, limits: ReplyLimits = UPSTREAM_LIMITS) -> None:
         key = env.get("OPENAI_API_KEY")
         if not key:
             raise ProviderError(400, "provider 'openai' is not configured on this endpoint: "
                                      "set OPENAI_API_KEY where `codex-flow serve` runs")
         self._client = client
+        self._key = key
+        self.limits = limits
         self._headers = {"authorization": f"Bearer {key}", **JSON_HEADERS}
         self._stream_headers = {**self._headers, **SSE_HEADERS}
         self._url = (env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
@@ -57,7 +61,7 @@ class OpenAIProvider:
 
     async def complete(self, request: AgentRequest) -> ProviderReply:
         payload = await post_ok(self._client, VENDOR, self._url, self._body(request, False),
-                                self._headers)
+                                self._headers, self.limits, self._key)
         try:
             doc = orjson.loads(payload)
             text = doc["choices"][0]["message"]["content"] or ""
@@ -74,10 +78,10 @@ class OpenAIProvider:
             async with self._client.post(self._url, data=json_body(self._body(request, True)),
                                          headers=self._stream_headers) as response:
                 if response.status != 200:
-                    raise upstream_failure(VENDOR, response.status, response.headers,
-                                           await response.read())
+                    raise await failed_reply(VENDOR, response, self._key)
                 done = False
-                async for sse in aiter_sse(response):
+                async for sse in aiter_sse(response, max_event_bytes=self.limits.event,
+                                           max_stream_bytes=self.limits.stream):
                     if sse.data.strip() == "[DONE]":
                         done = True
                         break
@@ -99,6 +103,8 @@ class OpenAIProvider:
             raise transport_failure(VENDOR, exc) from None
         except SSEError:
             raise malformed(VENDOR, "not an event stream") from None
+        except ReplyTooLarge as exc:
+            raise too_large(VENDOR, exc) from None
         if not done:
             raise malformed(VENDOR, "stream ended without [DONE]")
         if usage is None:
