@@ -22,6 +22,7 @@ from ..errors import ConfigError
 from ..registry import Registry, load_registry
 from ..registry import parse_yaml as registry_parse_yaml
 from ..tasks import read_source
+from .render import static_bundle
 
 #: Quick fields: (label, path inside the agent definition).
 QUICK_FIELDS = {
@@ -388,3 +389,7 @@ class AliasEditor(w.VBox):
                               else f"<span style='color:#43a047'>✓ {len(self.rows)} alias(es)</span>")
         for callback in list(self._listeners):
             callback()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # a static copy (text/html) for front ends without widgets: GitHub, nbconvert, ...
+        return static_bundle(self, super()._repr_mimebundle_(**kwargs))

@@ -22,9 +22,8 @@ from ..registry import Registry, load_registry
 from .aliases import AliasEditor
 from .picker import AgentPicker
 from .plan_graph import PlanGraph
-from .render import render_html
+from .render import static_bundle
 from .run_panel import RunPanel, _plan_from
-from .state import RunState
 from .tasks import TaskEditor
 
 TAB_TITLES = ("Agents", "Aliases", "Tasks", "Plan")
@@ -119,14 +118,8 @@ class Dashboard(w.VBox):
 
     # -- display ------------------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        data = super()._repr_mimebundle_(**kwargs)
-        if isinstance(data, dict):  # front ends without widgets show the plan as HTML
-            try:
-                state = RunState(self.plan())
-            except ConfigError:
-                state = RunState()
-            data["text/html"] = render_html(state, streamed=False)
-        return data
+        # front ends without widgets (GitHub, nbconvert, ...) show a static copy (text/html)
+        return static_bundle(self, super()._repr_mimebundle_(**kwargs))
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from html import escape
+from typing import Any
 
 import ipywidgets as w
 
 from ..registry import AgentDef, Registry, load_registry
+from .render import static_bundle
 
 ALL = "(all)"
 
@@ -124,3 +126,7 @@ class AgentPicker(w.VBox):
         self.alias_name.value = ""
         self.message.value = f"added alias <code>{escape(alias)}</code> → <code>{escape(agent.key)}</code>"
         return alias
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # a static copy (text/html) for front ends without widgets: GitHub, nbconvert, ...
+        return static_bundle(self, super()._repr_mimebundle_(**kwargs))

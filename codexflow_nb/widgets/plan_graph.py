@@ -20,7 +20,7 @@ import ipywidgets as w
 from ..events import TERMINAL_KINDS, Event
 from ..plan import Plan
 from .coalesce import Throttle
-from .render import STATUS_COLORS
+from .render import STATUS_COLORS, static_bundle
 
 PALETTE = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692",
            "#b6e880", "#ff97ff", "#fecb52"]
@@ -197,3 +197,7 @@ class PlanGraph(w.VBox):
 
     def _flush(self, _key: Hashable) -> None:
         self.render()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # a static copy (text/html) for front ends without widgets: GitHub, nbconvert, ...
+        return static_bundle(self, super()._repr_mimebundle_(**kwargs))

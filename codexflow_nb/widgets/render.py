@@ -6,7 +6,7 @@ run, what front ends without widget support show, and what ``%%codexflow`` strea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from html import escape
 from typing import TYPE_CHECKING, Any
 
@@ -361,3 +361,315 @@ async def run_live(tasks: Any = None, *, plan: Any = None, interval: float = 0.1
 
         display_changes(result)
     return result
+
+
+# -- static renderings of widgets ---------------------------------------------------------------
+# A widget output stored in a notebook shows only where a widget manager runs (JupyterLab with
+# saved widget state, nbviewer). Everywhere else (GitHub, VS Code without a kernel, nbconvert
+# without the widget script) the viewer falls back to the output's ``text/html``: these
+# functions draw a widget, and everything inside it, from its model state, so that fallback
+# shows what the widget showed. ``state_html`` works on saved state alone (the notebook's
+# ``metadata.widgets``), which is how ``scripts/store_notebooks.py`` refreshes stored outputs.
+
+#: A static rendering is wrapped in this element (and the closing comment), so tools can find
+#: it: nbval's sanitizer folds it (widget state is not compared), the store script refreshes it.
+STATIC_START = '<div class="codexflow-static">'
+STATIC_END = "</div><!--/codexflow-static-->"
+WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
+_MODEL_REF = "IPY_MODEL_"
+#: Characters of a text field or area shown in a static rendering.
+STATIC_TEXT_CHARS = 4000
+#: Options of a select list shown (the rest are counted).
+STATIC_OPTIONS = 8
+
+_BUTTON_COLORS = {"primary": "#2196f3", "success": "#4caf50", "info": "#00bcd4",
+                  "warning": "#ff9800", "danger": "#f44336"}
+_BOX = ("display:inline-block;border:1px solid #9e9e9e;border-radius:2px;padding:1px 6px;"
+        "min-width:8em;background:#fff;color:#212121;vertical-align:middle")
+
+
+def static_block(html: str) -> str:
+    """``html`` marked as a static rendering (see :data:`STATIC_START`)."""
+    return f"{STATIC_START}{html}{STATIC_END}"
+
+
+def widget_states(widget: Any) -> dict[str, Any]:
+    """The embed state (``{model_id: {model_name, state, ...}}``) of ``widget`` and of every
+    widget it refers to (children, layout, style), as JupyterLab saves it."""
+    from ipywidgets.embed import dependency_state
+
+    return dependency_state([widget], drop_defaults=True)
+
+
+def widget_html(widget: Any) -> str:
+    """The widget as static HTML, drawn from its current state (a :func:`static_block`)."""
+    return state_html(widget.model_id, widget_states(widget))
+
+
+def state_html(model_id: str, states: Mapping[str, Any],
+               figure: Callable[[dict[str, Any]], str] | None = None) -> str:
+    """The widget ``model_id`` as static HTML, drawn from saved widget state ``states``
+    (``{model_id: {"model_name": ..., "state": {...}}}``). Plotly figures inside Output widgets
+    are drawn by ``figure`` (default: :func:`codexflow_nb.charts.static_figure_html`)."""
+    if figure is None:
+        from ..charts import static_figure_html as figure
+    body = _StaticWidgets(states, figure).widget(model_id)
+    return static_block(f"<div style='font-family:sans-serif;font-size:13px'>{body}</div>")
+
+
+def static_bundle(widget: Any, data: Any) -> Any:
+    """Add the widget's static rendering (``text/html``) to its display bundle ``data``."""
+    if isinstance(data, dict) and WIDGET_VIEW_MIME in data:
+        data["text/html"] = widget_html(widget)
+    return data
+
+
+def use_static_html() -> bool:
+    """Give every ipywidget displayed from now on a static ``text/html`` copy next to its
+    view (widgets of this package always have one), so a saved notebook shows the content
+    where no widget manager runs. Returns False outside IPython."""
+    try:
+        import ipywidgets
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+
+    def html(widget: Any) -> str | None:
+        own = widget._repr_mimebundle_()
+        if not isinstance(own, dict):
+            return None
+        return own.get("text/html") or widget_html(widget)
+
+    shell.display_formatter.formatters["text/html"].for_type(ipywidgets.DOMWidget, html)
+    return True
+
+
+class _StaticWidgets:
+    """Draws widgets from their saved state (ipywidgets 8 model names and defaults)."""
+
+    def __init__(self, states: Mapping[str, Any], figure: Callable[[dict[str, Any]], str]) -> None:
+        self.states = states
+        self.figure = figure
+        self.seen: set[str] = set()
+
+    def _state(self, ref: Any) -> tuple[str, dict[str, Any]] | None:
+        if not isinstance(ref, str):
+            return None
+        entry = self.states.get(ref.removeprefix(_MODEL_REF))
+        if not isinstance(entry, Mapping):
+            return None
+        return str(entry.get("model_name", "")), dict(entry.get("state") or {})
+
+    def _hidden(self, state: Mapping[str, Any]) -> bool:
+        layout = self._state(state.get("layout"))
+        return layout is not None and (layout[1].get("display") == "none"
+                                       or layout[1].get("visibility") == "hidden")
+
+    def widget(self, ref: Any) -> str:
+        found = self._state(ref)
+        if found is None:
+            return ""
+        key = str(ref).removeprefix(_MODEL_REF)
+        if key in self.seen:  # a widget shown twice, or a cycle through an Output
+            return ""
+        self.seen.add(key)
+        try:
+            name, state = found
+            if self._hidden(state):
+                return ""
+            draw = getattr(self, f"_{name.removesuffix('Model').lower()}", None)
+            body = draw(state) if draw is not None else self._other(name, state)
+            return body
+        finally:
+            self.seen.discard(key)
+
+    # containers
+    def _children(self, state: Mapping[str, Any]) -> list[str]:
+        return [html for html in (self.widget(c) for c in state.get("children") or []) if html]
+
+    def _vbox(self, state: Mapping[str, Any]) -> str:
+        return ("<div style='display:flex;flex-direction:column;gap:4px;margin:2px 0'>"
+                + "".join(f"<div>{c}</div>" for c in self._children(state)) + "</div>")
+
+    _box = _gridbox = _vbox
+
+    def _hbox(self, state: Mapping[str, Any]) -> str:
+        return ("<div style='display:flex;flex-flow:row wrap;gap:6px;align-items:center;"
+                "margin:2px 0'>" + "".join(f"<div>{c}</div>" for c in self._children(state))
+                + "</div>")
+
+    def _tab(self, state: Mapping[str, Any]) -> str:
+        children = state.get("children") or []
+        titles = list(state.get("titles") or [])
+        index = state.get("selected_index")
+        heads = "".join(
+            "<span style='padding:3px 10px;border:1px solid #bdbdbd;"
+            + ("border-bottom:2px solid #1976d2;font-weight:600;background:#fff'>" if i == index
+               else "background:#eeeeee;color:#616161'>")
+            + f"{escape(str(titles[i]) if i < len(titles) and titles[i] else f'Tab {i + 1}')}</span>"
+            for i in range(len(children)))
+        body = self.widget(children[index]) if isinstance(index, int) and 0 <= index < len(children) else ""
+        return (f"<div><div style='display:flex;gap:2px'>{heads}</div>"
+                f"<div style='border:1px solid #bdbdbd;padding:6px'>{body}</div></div>")
+
+    def _accordion(self, state: Mapping[str, Any]) -> str:
+        titles = list(state.get("titles") or [])
+        index = state.get("selected_index")
+        parts = []
+        for i, child in enumerate(state.get("children") or []):
+            title = str(titles[i]) if i < len(titles) and titles[i] else f"Item {i + 1}"
+            parts.append(f"<details{' open' if i == index else ''} style='border:1px solid #e0e0e0;"
+                         f"padding:2px 6px'><summary>{escape(title)}</summary>{self.widget(child)}"
+                         "</details>")
+        return "<div>" + "".join(parts) + "</div>"
+
+    # values
+    @staticmethod
+    def _desc(state: Mapping[str, Any]) -> str:
+        text = state.get("description") or ""
+        return (f"<span style='display:inline-block;min-width:6em;color:#424242;"
+                f"margin-right:4px'>{escape(str(text))}</span>") if text else ""
+
+    def _html(self, state: Mapping[str, Any]) -> str:
+        return f"{self._desc(state)}{state.get('value') or ''}"
+
+    _htmlmath = _html
+
+    def _label(self, state: Mapping[str, Any]) -> str:
+        return escape(str(state.get("value") or ""))
+
+    def _text(self, state: Mapping[str, Any], *, secret: bool = False) -> str:
+        value = str(state.get("value") if state.get("value") is not None else "")
+        shown = ("•" * min(len(value), 12) if secret else escape(value[:STATIC_TEXT_CHARS])) or (
+            f"<span style='color:#9e9e9e'>{escape(str(state.get('placeholder') or ''))}</span>")
+        return f"{self._desc(state)}<span style='{_BOX}'>{shown}&nbsp;</span>"
+
+    def _password(self, state: Mapping[str, Any]) -> str:
+        return self._text(state, secret=True)
+
+    _combobox = _inttext = _floattext = _boundedinttext = _boundedfloattext = _text
+
+    def _textarea(self, state: Mapping[str, Any]) -> str:
+        value = str(state.get("value") or "")
+        more = (f"\n… ({len(value) - STATIC_TEXT_CHARS} more characters)"
+                if len(value) > STATIC_TEXT_CHARS else "")
+        shown = escape(value[:STATIC_TEXT_CHARS]) + escape(more) or (
+            f"<span style='color:#9e9e9e'>{escape(str(state.get('placeholder') or ''))}</span>")
+        return (f"{self._desc(state)}<pre style='{_BOX};display:block;white-space:pre-wrap;"
+                f"margin:2px 0;font-size:90%'>{shown}</pre>")
+
+    @staticmethod
+    def _selected(state: Mapping[str, Any]) -> str:
+        labels = list(state.get("_options_labels") or [])
+        index = state.get("index")
+        return str(labels[index]) if isinstance(index, int) and 0 <= index < len(labels) else ""
+
+    def _dropdown(self, state: Mapping[str, Any]) -> str:
+        return (f"{self._desc(state)}<span style='{_BOX}'>{escape(self._selected(state))}"
+                "&nbsp;<span style='float:right;color:#757575'>▾</span></span>")
+
+    def _select(self, state: Mapping[str, Any]) -> str:
+        labels = list(state.get("_options_labels") or [])
+        index = state.get("index")
+        rows = []
+        for i, label in enumerate(labels[:STATIC_OPTIONS]):
+            style = "background:#1976d2;color:#fff" if i == index else ""
+            rows.append(f"<div style='{style};padding:0 4px'>{escape(str(label))}</div>")
+        if len(labels) > STATIC_OPTIONS:
+            chosen = (f"; selected: {escape(str(labels[index]))}"
+                      if isinstance(index, int) and index >= STATIC_OPTIONS else "")
+            rows.append(f"<div style='color:#757575;padding:0 4px'>… {len(labels) - STATIC_OPTIONS}"
+                        f" more{chosen}</div>")
+        return (f"{self._desc(state)}<div style='{_BOX};display:inline-block;padding:1px 0'>"
+                + "".join(rows) + "</div>")
+
+    def _togglebuttons(self, state: Mapping[str, Any]) -> str:
+        index = state.get("index")
+        return self._desc(state) + "".join(
+            self._button_look(str(label), pressed=i == index)
+            for i, label in enumerate(state.get("_options_labels") or []))
+
+    @staticmethod
+    def _button_look(text: str, *, style: str = "", pressed: bool = False,
+                     disabled: bool = False) -> str:
+        color = _BUTTON_COLORS.get(style)
+        look = (f"background:{color};color:#fff;border:1px solid {color}" if color else
+                "background:#bdbdbd;color:#212121;border:1px solid #9e9e9e" if pressed else
+                "background:#eeeeee;color:#212121;border:1px solid #bdbdbd")
+        return (f"<span style='display:inline-block;padding:2px 10px;margin:1px 2px;"
+                f"border-radius:2px;{look}{';opacity:0.5' if disabled else ''}'>"
+                f"{escape(text)}</span>")
+
+    def _button(self, state: Mapping[str, Any]) -> str:
+        icon = f"[{state['icon']}]" if state.get("icon") else ""
+        return self._button_look(str(state.get("description") or icon),
+                                 style=str(state.get("button_style") or ""),
+                                 disabled=bool(state.get("disabled")))
+
+    def _togglebutton(self, state: Mapping[str, Any]) -> str:
+        return self._button_look(str(state.get("description") or ""),
+                                 style=str(state.get("button_style") or ""),
+                                 pressed=bool(state.get("value")), disabled=bool(state.get("disabled")))
+
+    def _fileupload(self, state: Mapping[str, Any]) -> str:
+        n = len(state.get("value") or [])
+        return self._button_look(f"⤒ {state.get('description') or 'Upload'} ({n})",
+                                 disabled=bool(state.get("disabled")))
+
+    def _checkbox(self, state: Mapping[str, Any]) -> str:
+        return f"{'☑' if state.get('value') else '☐'} {escape(str(state.get('description') or ''))}"
+
+    def _intprogress(self, state: Mapping[str, Any]) -> str:
+        low, high = float(state.get("min", 0) or 0), float(state.get("max", 100) or 0)
+        value = float(state.get("value", 0) or 0)
+        share = 0.0 if high <= low else max(0.0, min(1.0, (value - low) / (high - low)))
+        style = self._state(state.get("style"))
+        color = (style[1].get("bar_color") if style else None) or _BUTTON_COLORS.get(
+            str(state.get("bar_style") or ""), "#2196f3")
+        return (f"{self._desc(state)}<span style='display:inline-block;width:14em;height:0.9em;"
+                f"background:#e0e0e0;vertical-align:middle'><span style='display:block;height:100%;"
+                f"width:{share * 100:.0f}%;background:{color}'></span></span>")
+
+    _floatprogress = _intprogress
+
+    def _output(self, state: Mapping[str, Any]) -> str:
+        return "".join(self.output(o) for o in state.get("outputs") or [])
+
+    def output(self, out: Mapping[str, Any]) -> str:
+        """One stored output (as in a notebook or an Output widget's state)."""
+        kind = out.get("output_type")
+        if kind == "stream":
+            text = "".join(out.get("text") or "")
+            color = ";color:#c62828" if out.get("name") == "stderr" else ""
+            return f"<pre style='margin:2px 0;white-space:pre-wrap{color}'>{escape(text)}</pre>"
+        if kind == "error":
+            return (f"<pre style='color:#c62828'>{escape(str(out.get('ename')))}: "
+                    f"{escape(str(out.get('evalue')))}</pre>")
+        data = out.get("data") or {}
+        view = data.get(WIDGET_VIEW_MIME)
+        if isinstance(view, Mapping) and self._state(view.get("model_id")) is not None:
+            return self.widget(view.get("model_id"))
+        if "text/html" in data:
+            return "".join(data["text/html"])
+        if "image/png" in data:
+            return (f"<img style='max-width:100%' alt='{escape(str(data.get('text/plain', '')))}' "
+                    f"src='data:image/png;base64,{''.join(data['image/png']).strip()}'>")
+        if "image/svg+xml" in data:
+            return "".join(data["image/svg+xml"])
+        if "application/vnd.plotly.v1+json" in data:
+            return self.figure(data["application/vnd.plotly.v1+json"])
+        if "text/plain" in data:
+            return f"<pre style='margin:2px 0'>{escape(''.join(data['text/plain']))}</pre>"
+        return ""
+
+    def _other(self, name: str, state: Mapping[str, Any]) -> str:
+        if name.endswith(("LayoutModel", "StyleModel")) or name in ("LinkModel", "DirectionalLinkModel"):
+            return ""
+        if "children" in state:
+            return self._vbox(state)
+        value = state.get("value")
+        shown = f": {escape(str(value))[:200]}" if isinstance(value, (str, int, float, bool)) else ""
+        return f"{self._desc(state)}<span style='color:#757575'>[{escape(name)}{shown}]</span>"

@@ -29,7 +29,7 @@ from ..registry import Registry, load_registry
 from ..runtimes import RUNTIME_NAMES, make_runtime
 from .aliases import _error_html
 from .coalesce import Throttle
-from .render import bundle, headline, render_html, step_count, transcript_html
+from .render import bundle, headline, static_bundle, step_count, transcript_html
 from .state import RunState
 
 PROGRESS = "__progress__"
@@ -448,10 +448,8 @@ class RunPanel(w.VBox):
 
     # -- display ------------------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        data = super()._repr_mimebundle_(**kwargs)
-        if isinstance(data, dict):  # front ends without widgets show the HTML
-            data["text/html"] = render_html(self.state, streamed=False)
-        return data
+        # front ends without widgets (GitHub, nbconvert, ...) show a static copy (text/html)
+        return static_bundle(self, super()._repr_mimebundle_(**kwargs))
 
     def attach_summary(self) -> None:
         """Display an (empty) output that the end-of-run summary will fill: static HTML that

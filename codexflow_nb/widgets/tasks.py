@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from ..registry import Registry, load_registry
 from ..tasks import parse_task_map, parse_text, read_source
 from .aliases import _error_html
+from .render import static_bundle
 
 MODES = ("per alias", "JSON", "YAML")
 
@@ -269,3 +270,6 @@ class TaskEditor(w.VBox):
         for callback in list(self._listeners):
             callback()
 
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # a static copy (text/html) for front ends without widgets: GitHub, nbconvert, ...
+        return static_bundle(self, super()._repr_mimebundle_(**kwargs))
