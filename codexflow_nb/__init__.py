@@ -24,6 +24,9 @@ __all__ = [
     "parse_task_map", "prepare_run", "route_files", "route_text", "run", "run_async",
 ]
 
+#: Optional packages and the extra that brings each.
+_EXTRAS = {"ipywidgets": "notebook", "IPython": "notebook", "pandas": "analysis",
+           "pyarrow": "analysis", "plotly": "analysis"}
 _LAZY = {
     "load_events": ("analysis", "load_events"),
     "dashboard": ("widgets", "dashboard"),
@@ -37,7 +40,14 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         module, attr = _LAZY[name]
-        return getattr(importlib.import_module(f".{module}", __name__), attr)
+        try:
+            return getattr(importlib.import_module(f".{module}", __name__), attr)
+        except ModuleNotFoundError as exc:
+            extra = _EXTRAS.get(str(exc.name).split(".")[0])
+            if extra is None:
+                raise
+            raise ConfigError(f"codexflow_nb.{name} needs {exc.name}: pip install "
+                              f"'codexflow-nb[{extra}]'") from None
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

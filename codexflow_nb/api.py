@@ -22,6 +22,7 @@ T = TypeVar("T")
 
 _OPTION_NAMES = {f.name for f in fields(RunOptions)}
 _RUNTIME_OPTION_NAMES = {"latency_ms", "jitter", "cpu_ms", "chunks", "url", "api_key", "provider",
+                         "max_reply_bytes", "max_event_bytes", "max_stream_bytes",
                          *AGENT_OPTION_NAMES}
 _AGENT_RUNTIMES = ("codex-cli", "claude-code")
 EXAMPLE_TASKS = Path(__file__).parent / "data" / "orchestrator-tasks.json"
@@ -71,15 +72,30 @@ class RunResult:
             per_alias[alias] = {
                 "agentId": r.agent_id, "limit": r.max_parallel_tasks, "tasks": len(items),
                 "completed": counts.get("completed", 0),
-                "failed": len(items) - counts.get("completed", 0), "statuses": counts,
+                "failed": len(items) - counts.get("completed", 0) - counts.get("cancelled", 0),
+                "cancelled": counts.get("cancelled", 0), "statuses": counts,
                 "avgMs": round(sum(times) / len(times), 1) if times else None,
                 "p95Ms": round(percentile(times, 95), 1) if times else None,
             }
         return {"runId": self.run_id, "runtime": self.runtime, "ok": self.ok,
                 "totalTasks": len(self.tasks), "elapsedMs": round(self.elapsed_ms, 1),
                 "cancelled": self.cancelled, "aliases": per_alias,
+                "failureReasons": self.failure_reasons(),
                 "logFile": str(self.log_file) if self.log_file else None,
                 "runsDir": str(self.runs_dir) if self.runs_dir else None}
+
+    def failure_reasons(self, limit: int = 8) -> list[dict[str, Any]]:
+        """The distinct reasons tasks failed (cancelled ones are not failures), most frequent
+        first: ``{type, message, count, example}`` (``example``: one ``alias/key``)."""
+        groups: dict[tuple[str, str], list[TaskResult]] = {}
+        for t in self.tasks:
+            if t.ok or t.status == "cancelled" or not t.error:
+                continue
+            key = (str(t.error.get("type", t.status)), str(t.error.get("message", ""))[:300])
+            groups.setdefault(key, []).append(t)
+        ranked = sorted(groups.items(), key=lambda kv: -len(kv[1]))[:limit]
+        return [{"type": k[0], "message": k[1], "count": len(v),
+                 "example": f"{v[0].alias}/{v[0].key}"} for k, v in ranked]
 
     def summary_text(self, verbose: bool = False) -> str:
         """The human "Orchestration Summary"."""
@@ -91,12 +107,20 @@ class RunResult:
             lines.append(f"  cancelled: {self.cancelled}")
         width = max([len(a) for a in s["aliases"]] + [5])
         agent_w = max([len(v["agentId"]) for v in s["aliases"].values()] + [5])
-        lines.append(f"  {'alias':<{width}}  {'agent':<{agent_w}}  limit  done  failed   avg ms   p95 ms")
+        lines.append(f"  {'alias':<{width}}  {'agent':<{agent_w}}  limit  done  failed  "
+                     f"cancelled   avg ms   p95 ms")
         for alias, v in s["aliases"].items():
             avg = f"{v['avgMs']:.1f}" if v["avgMs"] is not None else "-"
             p95 = f"{v['p95Ms']:.1f}" if v["p95Ms"] is not None else "-"
             lines.append(f"  {alias:<{width}}  {v['agentId']:<{agent_w}}  {v['limit']:>5}  "
-                         f"{v['completed']:>4}  {v['failed']:>6}  {avg:>7}  {p95:>7}")
+                         f"{v['completed']:>4}  {v['failed']:>6}  {v['cancelled']:>9}  "
+                         f"{avg:>7}  {p95:>7}")
+        reasons = s["failureReasons"]
+        if reasons:
+            lines.append("  why tasks failed:")
+            for r in reasons:
+                tasks = "1 task" if r["count"] == 1 else f"{r['count']} tasks"
+                lines.append(f"    {tasks}: {_reason_text(r)} (e.g. {r['example']})")
         if verbose:
             lines.append("  tasks:")
             for t in self.tasks:
@@ -121,6 +145,20 @@ class RunResult:
                 f"{s['totalTasks']} tasks · ok={s['ok']}</p><table><thead><tr><th>alias</th>"
                 "<th>agent</th><th>limit</th><th>done</th><th>failed</th><th>avg ms</th>"
                 f"<th>p95 ms</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _reason_text(reason: dict[str, Any]) -> str:
+    """A failure reason for people: the message, and what to do where we know it."""
+    message = " ".join(str(reason["message"]).split())
+    message = message if len(message) <= 160 else message[:159] + "…"
+    hints = {401: "check --codex-key / $CODEX_API_KEY", 403: "check --codex-key / $CODEX_API_KEY",
+             404: "check --codex-url"}
+    for status, hint in hints.items():
+        if f"HTTP {status}" in message:
+            return f"{message}: {hint}"
+    if reason["type"] == "ConnectionError" and "--codex-url" not in message:
+        return f"{message}: is the endpoint running? (codex-flow serve)"
+    return message
 
 
 class Run:
@@ -211,6 +249,8 @@ def prepare_run(tasks: Any = None, *, plan: Plan | Mapping[str, Any] | str | Non
     rt_opts = {k: v for k, v in options.items() if k in _RUNTIME_OPTION_NAMES}
     from .executors import executor_runtime
 
+    if not isinstance(runtime, str):
+        check_runtime(runtime)
     rt = (executor_runtime(executor, runtime, rt_opts, run_opts, dask_address)
           or _runtime_for(runtime, resolved, run_opts, rt_opts))
     run_opts.runtime_name = rt.name
@@ -226,6 +266,27 @@ def prepare_run(tasks: Any = None, *, plan: Plan | Mapping[str, Any] | str | Non
     prepared = Run(the_plan, resolved, rt, run_opts, on_event=on_event, run_id=run_id, skip=skip)
     prepared.warnings = warnings
     return prepared
+
+
+def check_runtime(runtime: Any) -> None:
+    """A custom runtime must have what the engine calls (docs/RUNTIME.md): one ConfigError
+    naming everything that is missing, before anything is written."""
+    import inspect
+
+    missing = [n for n in ("name", "default_retries") if not hasattr(runtime, n)]
+    for method in ("open", "close", "run"):
+        fn = getattr(runtime, method, None)
+        if fn is None:
+            missing.append(f"{method}()")
+        elif not inspect.iscoroutinefunction(fn):
+            missing.append(f"{method}() as an async method")
+    if missing:
+        raise ConfigError(f"runtime {type(runtime).__name__}: missing {', '.join(missing)} "
+                          "(see the runtime protocol in docs/RUNTIME.md)")
+    retries = runtime.default_retries
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ConfigError(f"runtime {type(runtime).__name__}: default_retries must be a whole "
+                          f"number >= 0, got {retries!r}")
 
 
 def _runtime_for(runtime: str | Runtime, resolved: dict[str, ResolvedAlias],

@@ -12,6 +12,7 @@ Server-Sent Events decoder (the WHATWG event-stream format) that enforces the sa
 from __future__ import annotations
 
 import json
+import os
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -91,7 +92,11 @@ def is_connect_error(exc: BaseException) -> bool:
 
 
 def error_detail(exc: BaseException) -> str:
-    """A short description of a client error, never empty."""
+    """A short description of a client error, never empty: the operating system's reason
+    (``connection refused``) when there is one, else the client's message."""
+    os_error = getattr(exc, "os_error", None) or exc.__cause__
+    if isinstance(os_error, OSError) and os_error.errno:
+        return os.strerror(os_error.errno).lower()
     return str(exc) or type(exc).__name__
 
 

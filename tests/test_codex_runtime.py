@@ -305,8 +305,8 @@ def test_cli_run_against_the_endpoint_streams_verbosely(workdir: Path, echo_url:
                            "codex", "--codex-url", echo_url, "--stream", "--verbose"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert "[reviewer] Review outline:" in proc.stdout
-    assert "[architect] Design outline:" in proc.stdout
+    assert "[reviewer/reviewer-1] Review outline:" in proc.stdout
+    assert "[architect/architect-1] Design outline:" in proc.stdout
     assert "runtime codex" in proc.stdout
 
 

@@ -477,7 +477,7 @@ def test_cli_goal_with_llm_decomposer(workdir, capsys, planner_server):
     code = main(["run", "--goal", GOAL, "--decomposer", "llm", "--codex-url", planner_server.url,
                  "--stub-latency-ms", "1"])
     out = capsys.readouterr().out
-    assert code == 0 and "Plan (3 tasks, 2 phase(s)" in out
+    assert code == 0 and "Plan (3 tasks, 2 phases" in out
 
 
 def test_cli_goal_llm_invalid_warns_and_falls_back(workdir, capsys, planner_server):

@@ -140,7 +140,7 @@ def test_cli_and_serve_output_hold_no_secret(tmp_path: Path, endpoints: tuple[st
     # the failures are reported (so their messages were swept) ...
     assert "HTTP 401" in runs["wrong"].stdout and "HTTP 500" in runs["500"].stdout
     assert "printable ASCII" in runs["bad-key"].stderr
-    assert '"runtime": "codex"' in runs["env"].stdout and "[reviewer]" in runs["flag"].stdout
+    assert '"runtime": "codex"' in runs["env"].stdout and "[reviewer/reviewer-1] " in runs["flag"].stdout
     # ... and nothing printed holds a secret
     for name, proc in runs.items():
         assert not leaks(proc.stdout) and not leaks(proc.stderr), name

@@ -20,7 +20,8 @@ def _optional_commands() -> list[object]:
     import importlib
 
     found = []
-    for name in ("serve_cmd", "report_cmd", "cleanup_cmd", "export_cmd", "changes_cmd"):
+    for name in ("serve_cmd", "report_cmd", "cleanup_cmd", "export_cmd", "changes_cmd",
+                 "completion_cmd", "route_cmd"):
         try:
             found.append(importlib.import_module(f".{name}", __name__))
         except ModuleNotFoundError as exc:
@@ -46,8 +47,11 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     parser = Parser(
         prog="codex-flow", description="Run many AI agents in parallel.")
+    parser.add_argument("--version", action="version", version=f"codex-flow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in [*COMMANDS, *_optional_commands()]:
         module.add_parser(sub)  # type: ignore[attr-defined]
@@ -57,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # a shell asking for completions (codex-flow completion)
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
     args, extra = parser.parse_known_args(argv)
     if extra:  # reported by the command's own parser: its usage and the closest options
         args._commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")

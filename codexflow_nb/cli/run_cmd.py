@@ -45,6 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rt.add_argument("--codex-key", default=None, help="bearer token (or $CODEX_API_KEY)")
     rt.add_argument("--provider", choices=["openai", "anthropic", "ollama", "cli", "echo"])
     rt.add_argument("--stream", action="store_true", help="stream replies (SSE) as task_chunk events")
+    for name, what, default in (("reply", "a JSON reply", 16), ("event", "one SSE line or event", 16),
+                                ("stream", "one streamed reply in all", 32)):
+        rt.add_argument(f"--max-{name}-mib", type=_mebibytes, metavar="MIB",
+                        help=f"largest {what} from the endpoint (default {default} MiB)")
     add_agent_options(p)
     ex = p.add_argument_group("execution")
     ex.add_argument("--max-concurrency", type=_positive, help="global cap on running tasks")
@@ -64,6 +68,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="show the plan first (default on)")
     out.add_argument("--dry-run", action="store_true", help="show the plan and exit; write nothing")
     out.add_argument("--verbose", "-v", action="store_true", help="per-task lines and results")
+    out.add_argument("--no-progress", action="store_true",
+                     help="no live progress (default: bars on a terminal, a line every 2 s "
+                          "elsewhere; NO_COLOR gives plain lines)")
     out.add_argument("--json", action="store_true", help="print the summary as JSON")
     out.add_argument("--log-file", default="data/logs/events.jsonl", help="event log path")
     out.add_argument("--runs-dir", default=".runs", help="run store folder")
@@ -119,6 +126,10 @@ def _milliseconds(text: str) -> float:
     return _number(text, 0.0, float(MAX_TIMEOUT_MS))
 
 
+def _mebibytes(text: str) -> int:
+    return int(_number(text, 1 / 1024, 1024.0) * 2**20)
+
+
 def _fraction(text: str) -> float:
     return _number(text, 0.0, 1.0)
 
@@ -159,22 +170,49 @@ def _source(args: argparse.Namespace) -> tuple[Any, Plan | str | None]:
     raise ConfigError("nothing to run: give --example, -f FILE, --plan-file FILE or --resume")
 
 
+#: Above this many tasks per alias the plan shows counts and the first few tasks.
+PLAN_FULL_LIMIT = 20
+PLAN_SHOWN = 3
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def one_line(text: str, width: int = 90) -> str:
+    """``text`` on one line, cut with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[:width - 1] + "…"
+
+
 def format_plan(run: Run) -> str:
+    """The plan, phase by phase and alias by alias; long lists show counts and a few tasks."""
     engine = run.engine
-    lines = [f"Plan ({len(engine.nodes)} tasks, {len(engine.plan.phases)} phase(s), "
+    phases = engine.plan.phases
+    lines = [f"Plan ({plural(len(engine.nodes), 'task')}, {plural(len(phases), 'phase')}, "
              f"run {run.run_id})"]
-    by_alias: dict[str, list[Any]] = {}
+    by_phase: dict[int, dict[str, list[Any]]] = {}
     for node in engine.nodes.values():
-        by_alias.setdefault(node.task.alias, []).append(node)
-    for alias, nodes in by_alias.items():
-        r = engine.resolved[alias]
-        lines.append(f"  {alias} -> {r.agent_id} (limit {r.max_parallel_tasks}, "
-                     f"timeout {r.timeout_ms or '-'} ms): {len(nodes)} task(s)")
-        for node in nodes:
-            deps = f"  [after {', '.join(node.deps)}]" if node.deps else ""
-            why = node.task.meta.get("routedBy") if node.task.meta else None
-            lines.append(f"    - {node.task.key}: {node.task.text[:90]}{deps}"
-                         + (f"  (routed: {why})" if why else ""))
+        by_phase.setdefault(node.task.phase, {}).setdefault(node.task.alias, []).append(node)
+    for index, aliases in sorted(by_phase.items()):
+        indent = "  "
+        if len(phases) > 1:
+            name = phases[index].name if index < len(phases) else str(index)
+            lines.append(f"  phase {index + 1} · {name}")
+            indent = "    "
+        for alias, nodes in aliases.items():
+            r = engine.resolved[alias]
+            timeout = f"{r.timeout_ms} ms" if r.timeout_ms else "none"
+            lines.append(f"{indent}{alias} -> {r.agent_id} (limit {r.max_parallel_tasks}, "
+                         f"timeout {timeout}): {plural(len(nodes), 'task')}")
+            shown = nodes if len(nodes) <= PLAN_FULL_LIMIT else nodes[:PLAN_SHOWN]
+            for node in shown:
+                deps = f"  [after {', '.join(node.deps)}]" if node.deps else ""
+                why = node.task.meta.get("routedBy") if node.task.meta else None
+                lines.append(f"{indent}  - {node.task.key}: {one_line(node.task.text)}{deps}"
+                             + (f"  (routed: {one_line(str(why), 60)})" if why else ""))
+            if len(shown) < len(nodes):
+                lines.append(f"{indent}  … and {plural(len(nodes) - len(shown), 'more task')}")
     return "\n".join(lines)
 
 
@@ -188,10 +226,14 @@ class TerminalView:
         kind = event["kind"]
         if kind == "task_started":
             print(f"  > {event['alias']}/{event['key']} started", file=self.stream, flush=True)
-        elif kind == "task_chunk":
-            print(f"  [{event['alias']}] {event['content']}", file=self.stream, flush=True)
+        elif kind == "task_chunk":  # every line carries its task, so streams stay apart
+            prefix = f"  [{event['alias']}/{event['key']}] "
+            text = "".join(prefix + line + "\n" for line in event["content"].splitlines() or [""])
+            self.stream.write(text)
+            self.stream.flush()
         elif kind == "task_step":
-            print(f"  [{event['alias']}] {format_step(event)}", file=self.stream, flush=True)
+            print(f"  [{event['alias']}/{event['key']}] {format_step(event)}", file=self.stream,
+                  flush=True)
         elif kind == "task_retry":
             print(f"  ~ {event['alias']}/{event['key']} retry after {event['delayMs']} ms: "
                   f"{event['error']['message'][:120]}", file=self.stream, flush=True)
@@ -201,9 +243,13 @@ class TerminalView:
             print(f"  < {event['alias']}/{event['key']} {TERMINAL_KINDS[kind]}{ms}{detail[:200]}",
                   file=self.stream, flush=True)
         elif kind == "plan_revised":
+            added_aliases = ", ".join(event.get("aliases") or {})
             print(f"  * plan revised after phase {event.get('phase')}: "
                   f"+{len(event.get('added') or [])} -{len(event.get('removed') or [])} "
-                  f"~{len(event.get('changed') or [])} task(s)", file=self.stream, flush=True)
+                  f"~{len(event.get('changed') or [])} task(s)"
+                  + (f"; aliases added: {added_aliases}" if added_aliases else "")
+                  + (f" ({one_line(str(event['reason']), 120)})" if event.get("reason") else ""),
+                  file=self.stream, flush=True)
         elif kind == "decomposer_invalid":
             print(f"  ! planner output invalid, using the heuristic plan: {event.get('reason')}",
                   file=self.stream, flush=True)
@@ -272,8 +318,10 @@ def runtime_options(args: argparse.Namespace) -> dict[str, Any]:
         if not url:
             raise ConfigError("--runtime codex needs an endpoint: pass --codex-url URL or set "
                               "CODEX_URL (start one with `codex-flow serve`)")
+        limits = {f"max_{n}_bytes": getattr(args, f"max_{n}_mib")
+                  for n in ("reply", "event", "stream") if getattr(args, f"max_{n}_mib")}
         return {"url": url, "api_key": args.codex_key or os.environ.get("CODEX_API_KEY"),
-                "provider": args.provider, **agent_options(args)}
+                "provider": args.provider, **limits, **agent_options(args)}
     return {"latency_ms": args.stub_latency_ms, "jitter": args.stub_jitter,
             "cpu_ms": args.stub_cpu_ms, **agent_options(args)}
 
@@ -311,11 +359,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     if dry:
         print("dry run: nothing was run or written")
         return 0
-    result = loops.run(_execute(run))
+    progress = None
+    if not args.verbose and not args.json:  # -v prints every task; --json keeps stdout clean
+        from .progress import progress_view
+
+        totals: dict[str, int] = {}
+        for node in run.engine.nodes.values():
+            totals[node.task.alias] = totals.get(node.task.alias, 0) + 1
+        progress = progress_view(sys.stdout, enabled=not args.no_progress, totals=totals)
+        if progress is not None:
+            run.bus.subscribe(progress)
+    try:
+        result = loops.run(_execute(run))
+    finally:
+        if progress is not None:
+            progress.close()
     if args.json:
         summary = result.summary()
-        if args.verbose:
-            summary["tasks"] = [t.to_dict() for t in result.tasks]
+        summary["tasks"] = ([t.to_dict() for t in result.tasks] if args.verbose else [
+            {"alias": t.alias, "key": t.key, "taskId": t.task_id,
+             "status": t.status, "ms": t.ms, "error": t.error} for t in result.tasks])
         print(json.dumps(summary, indent=2))
     else:
         print(result.summary_text(verbose=args.verbose))

@@ -305,5 +305,5 @@ class CodexRuntime:
         if is_timeout(exc):
             return TimeoutError(self._clean(detail))
         what = "cannot reach" if is_connect_error(exc) else "connection broke talking to"
-        return RuntimeFailure(f"{what} {self.url}: {self._preview(detail)}",
+        return RuntimeFailure(f"{what} {self.url} ({self._preview(detail)})",
                               type="ConnectionError", retryable=True)
