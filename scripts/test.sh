@@ -6,9 +6,12 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+# Debian's chromium (for the browser test and kaleido's static charts) and one font family,
+# nothing recommended beyond that (a plain install pulls ~115 packages, cups and avahi among them).
 if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
   $SUDO apt-get update
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+    chromium fonts-dejavu-core
 fi
 
 python -m pip install --upgrade pip
@@ -29,7 +32,7 @@ export CODEXFLOW_REQUIRE_AGENT_CLIS=1  # a missing CLI fails the agent tests ins
 python -m ruff check codexflow_nb tests bench scripts notebooks
 python -m pytest -q -p no:cacheprovider tests
 python -m pytest -q -p no:cacheprovider --nbval notebooks/ --nbval-sanitize-with notebooks/sanitize.cfg
-for bench in bench/*.py; do
+for bench in bench/[!_]*.py; do  # bench/_*.py are shared helpers, not benchmarks
   echo "== $bench --short"
   python "$bench" --short
 done
