@@ -1,4 +1,12 @@
-"""Aliases: nicknames for agents with per-instance overrides, deep-merged into the definition."""
+"""Aliases: nicknames for agents with per-instance overrides, deep-merged into the definition.
+
+Lookup of a name in a task map or plan: the alias map first (the ``--aliases`` file, or the
+defaults when none is given), then the agent names of the bundle (key, id, path name such as
+``core/reviewer``, ``domain/id``). An alias always wins over an agent id of the same name; when
+one of the *default* aliases does that (``reviewer`` means ``code-analyzer``, as in the Node
+tool, while a bundle may hold an agent ``reviewer``), the resolved alias carries a ``warning``
+line and :meth:`Aliases.hidden_agents` lists it.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +14,12 @@ import copy
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, UnknownAgentError
-from .registry import AgentDef, Registry, read_yaml_file, validate_agent_data
+from .registry import AgentDef, Registry, did_you_mean, read_yaml_file, validate_agent_data
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # always fullmatch
 
@@ -47,6 +55,8 @@ class ResolvedAlias:
     alias: str
     agent: AgentDef
     effective: dict[str, Any]
+    #: Set when a default alias hides an agent of the same name (see Aliases.hidden_agents).
+    warning: str | None = field(default=None, compare=False)
 
     @property
     def agent_id(self) -> str:
@@ -82,6 +92,8 @@ class Aliases:
 
     def __init__(self, mapping: Mapping[str, Any] | None = None, source: str = "aliases") -> None:
         self.source = source
+        #: True for the built-in defaults (no alias map given).
+        self.defaults = mapping is None
         raw = DEFAULT_ALIASES if mapping is None else mapping
         problems = []
         if not isinstance(raw, Mapping):
@@ -120,8 +132,32 @@ class Aliases:
     def __iter__(self):  # noqa: ANN204 - plain iteration over alias names
         return iter(self.entries)
 
+    def hidden_agents(self, registry: Registry, names: Any = None) -> list[str]:
+        """One warning line per default alias (of ``names``, default all) that has the name of an
+        agent of ``registry`` it does not point at: in a task map that name means the alias."""
+        if not self.defaults:
+            return []
+        lines = []
+        for alias in self.entries if names is None else names:
+            line = self._hidden(alias, registry)
+            if line:
+                lines.append(line)
+        return lines
+
+    def _hidden(self, alias: str, registry: Registry) -> str | None:
+        spec = self.entries.get(alias)
+        agent = registry.find(alias) if self.defaults and spec is not None else None
+        if agent is None or spec is None:
+            return None
+        target = registry.find(spec["id"])
+        if target is not None and target.key == agent.key:
+            return None
+        return (f"{alias!r} is a default alias for {spec['id']} (as in the Node tool), so a task "
+                f"map's {alias!r} does not run this bundle's agent {alias!r} ({agent.rel}); to "
+                f"run that agent, pass an alias map with --aliases (it replaces the defaults)")
+
     def resolve(self, name: str, registry: Registry) -> ResolvedAlias:
-        """Resolve an alias, or a bare agent id used as its own alias."""
+        """Resolve an alias, or a bare agent name used as its own alias (see the module doc)."""
         if name in self.entries:
             spec = self.entries[name]
             try:
@@ -132,11 +168,13 @@ class Aliases:
         else:
             agent = registry.find(name)
             if agent is None:
+                usable = [n for n in registry.names() if "/" not in n]  # task-map names
+                hint = did_you_mean(name, [*self.entries, *usable])
                 raise ConfigError(f"{name!r} is neither an alias ({', '.join(self.entries) or 'none'}) "
-                                  f"nor an agent id in {registry.root}")
+                                  f"nor an agent id{hint}")
             effective = copy.deepcopy(agent.data)
         if name in self.entries:  # the merged definition must pass the agent-file schema
             problems = validate_agent_data(effective, f"{self.source}: {name}")
             if problems:
                 raise ConfigError(problems)
-        return ResolvedAlias(name, agent, effective)
+        return ResolvedAlias(name, agent, effective, self._hidden(name, registry))

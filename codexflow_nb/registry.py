@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -53,6 +54,48 @@ ENGINES = ("stub", "codex", "codex-cli", "claude-code")
 MAX_DEFINITION_BYTES = 1024 * 1024
 BUNDLED_AGENTS = Path(__file__).parent / "bundle" / "agents"
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+#: Regex trigger priorities written as words (the Node tool's bundles say ``medium``).
+PRIORITY_WORDS = {"low": 2, "medium": 5, "high": 8, "critical": 10}
+
+
+def parse_priority(value: Any, where: str) -> int:
+    """A regex rule's priority as a number: an integer, a numeric string or one of
+    PRIORITY_WORDS (any case); missing is 0. Anything else is a one-line ConfigError."""
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in PRIORITY_WORDS:
+            return PRIORITY_WORDS[text]
+        if re.fullmatch(r"[+-]?\d{1,9}", text):
+            return int(text)
+    words = ", ".join(PRIORITY_WORDS)
+    raise ConfigError(f"{where}: priority {value!r:.40} is not a whole number or one of {words}")
+
+
+def compile_rule(pattern: str, flags: int = 0) -> Any:
+    """Compile a trigger regex with the ``regex`` package (its matches take a ``timeout``, so
+    a pattern that backtracks catastrophically cannot hang a route). ConfigError when invalid."""
+    import regex  # loaded on first use: ~9 ms
+
+    try:
+        return regex.compile(pattern, flags | regex.VERSION0)
+    except (regex.error, RecursionError, OverflowError, ValueError) as exc:
+        raise ConfigError(str(exc) or type(exc).__name__) from None
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean 'a', 'b'?)`` for the closest candidates, or an empty string."""
+    pool = sorted(set(candidates))
+    close = difflib.get_close_matches(name, pool, n=3, cutoff=0.6)
+    if len(name) >= 3:  # a fragment of a longer id: "analyzer" -> code-analyzer
+        close += sorted((c for c in pool if name in c), key=len)[:3]
+    picks = list(dict.fromkeys(close))[:3]
+    return f" (did you mean {', '.join(repr(c) for c in picks)}?)" if picks else ""
 
 
 def yaml_load(text: str) -> Any:
@@ -110,6 +153,15 @@ class AgentDef:
     subdomain: str | None
     path: Path
     data: dict[str, Any] = field(repr=False)
+    #: The file's path inside the bundle (``analysis/code-review/code-analyzer.codex.yaml``).
+    rel: str = ""
+
+    @property
+    def ref(self) -> str:
+        """The path name of the agent: its folders inside the bundle and its id
+        (``analysis/code-review/code-analyzer``); every agent answers to it."""
+        folders = PurePosixPath(self.rel).parts[:-1] if self.rel else ()
+        return "/".join((*folders, self.id))
 
     @property
     def name(self) -> str:
@@ -241,9 +293,13 @@ def validate_agent_data(data: Any, where: str) -> list[str]:
             problems.append(f"{where}: triggers.regex[{i}].pattern: missing")
             continue
         try:
-            re.compile(pattern)
-        except re.error as exc:
+            compile_rule(pattern)
+        except ConfigError as exc:
             problems.append(f"{where}: triggers.regex[{i}].pattern: invalid regex {pattern!r}: {exc}")
+        try:
+            parse_priority(rule.get("priority"), f"{where}: triggers.regex[{i}] /{pattern:.60}/")
+        except ConfigError as exc:
+            problems.extend(exc.problems)
     return problems
 
 
@@ -288,47 +344,75 @@ def read_yaml_file(path: Path) -> Any:
 
 
 class Registry:
-    """All agents of one bundle folder, addressable by id (or ``domain/id`` when ids clash)."""
+    """All agents of one bundle folder.
 
-    def __init__(self, root: Path, agents: list[AgentDef]) -> None:
+    Names an agent answers to, in this order: its key (its id, or its path name when several
+    files share the id), its plain id (for a shared id: the file that comes last in path
+    order, see :func:`load_registry`), its path name (``core/reviewer``) and ``domain/id`` when
+    that names one agent. ``warnings`` holds one line per shared id and for a stale index.
+    """
+
+    def __init__(self, root: Path, agents: list[AgentDef], warnings: Iterable[str] = ()) -> None:
         self.root = root
+        self.warnings: list[str] = list(warnings)
         self._by_key: dict[str, AgentDef] = {a.key: a for a in agents}
         self._by_id: dict[str, list[AgentDef]] = {}
-        for agent in agents:
+        for agent in sorted(agents, key=_path_order):
             self._by_id.setdefault(agent.id, []).append(agent)
+        names: dict[str, AgentDef] = dict(self._by_key)
+        for agent_id, same in self._by_id.items():
+            names.setdefault(agent_id, same[-1])  # the last file in path order
+        for agent in agents:
+            names.setdefault(agent.ref, agent)
+        by_domain: dict[str, list[AgentDef]] = {}
+        for agent in agents:
+            by_domain.setdefault(f"{agent.domain}/{agent.id}", []).append(agent)
+        for name, same in by_domain.items():
+            if len(same) == 1:
+                names.setdefault(name, same[0])
+        self._names = names
 
     def __iter__(self) -> Iterator[AgentDef]:
-        return iter(sorted(self._by_key.values(), key=lambda a: (a.domain, a.id)))
+        return iter(sorted(self._by_key.values(), key=lambda a: (a.domain, a.id, _path_order(a))))
 
     def __len__(self) -> int:
         return len(self._by_key)
 
     def __contains__(self, agent_id: object) -> bool:
-        return isinstance(agent_id, str) and self.find(agent_id) is not None
+        return isinstance(agent_id, str) and agent_id in self._names
 
     @property
     def domains(self) -> list[str]:
         return sorted({a.domain for a in self._by_key.values()})
 
+    @property
+    def clashes(self) -> dict[str, list[AgentDef]]:
+        """Ids defined by more than one file: the files in path order (the last one answers
+        to the plain id)."""
+        return {i: list(same) for i, same in self._by_id.items() if len(same) > 1}
+
+    def names(self) -> list[str]:
+        """Every name an agent answers to (keys, ids, path names, ``domain/id``)."""
+        return sorted(self._names)
+
     def find(self, agent_id: str) -> AgentDef | None:
-        """The agent for ``agent_id`` or ``domain/id``; None when unknown; error when ambiguous."""
-        if agent_id in self._by_key:
-            return self._by_key[agent_id]
-        matches = self._by_id.get(agent_id, [])
-        if len(matches) > 1:
-            keys = " and ".join(a.key for a in matches)
-            raise ConfigError(f"agent id {agent_id!r} is ambiguous: it is both {keys}; "
-                              "use the domain/id form")
-        return matches[0] if matches else None
+        """The agent for a key, an id, a path name or ``domain/id``; None when unknown."""
+        return self._names.get(agent_id) if isinstance(agent_id, str) else None
 
     def get(self, agent_id: str) -> AgentDef:
-        """The agent for ``agent_id``; raises UnknownAgentError with a hint when unknown."""
+        """The agent for ``agent_id``; UnknownAgentError naming the closest agents when unknown."""
         agent = self.find(agent_id)
         if agent is None:
-            close = [a.id for a in self if agent_id in a.id or a.id in agent_id][:3]
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise UnknownAgentError(f"unknown agent {agent_id!r} in {self.root}{hint}")
+            hint = ""
+            if isinstance(agent_id, str):  # plain ids first; path names when no id is close
+                hint = did_you_mean(agent_id, self._by_id) or did_you_mean(agent_id, self._names)
+            raise UnknownAgentError(f"unknown agent {agent_id!r}{hint}")
         return agent
+
+
+def _path_order(agent: AgentDef) -> tuple[str, ...]:
+    """Files in path order: compared folder name by folder name (as ``sorted(rglob)`` does)."""
+    return PurePosixPath(agent.rel).parts if agent.rel else Path(agent.path).parts
 
 
 def resolve_agents_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -351,14 +435,20 @@ def _classify(root: Path, path: Path, domain: str) -> tuple[str, str | None]:
 
 
 def load_registry(path: str | os.PathLike[str] | None = None, *, check_index: bool = True) -> Registry:
-    """Load and validate every ``*.codex.yaml`` under the agents folder.
+    """Load and validate every ``*.codex.yaml`` under the agents folder (other files, such as the
+    ``*.md`` briefs beside the cards, are ignored).
 
-    Raises ConfigError listing every problem found, one line each.
+    Files that share an ``agent.id`` in different folders are all kept: each is named by its
+    path (``analysis/code-review/code-analyzer``) and the plain id means the file that comes
+    last in path order (the Node tool's "last file wins", made independent of the file
+    system). Each such clash is one line in ``Registry.warnings``; so is an ``index.json`` that
+    disagrees with the files. Raises ConfigError listing every problem once, one line each.
     """
     root = resolve_agents_dir(path)
     if not root.is_dir():
         raise ConfigError(f"{root}: agents folder not found")
     problems: list[str] = []
+    warnings: list[str] = []
     parsed: list[tuple[Path, dict[str, Any]]] = []
     for file in sorted(root.rglob(f"*{AGENT_SUFFIX}")):
         try:
@@ -374,39 +464,87 @@ def load_registry(path: str | os.PathLike[str] | None = None, *, check_index: bo
     if not parsed and not problems:
         problems.append(f"{root}: no *{AGENT_SUFFIX} files found")
 
-    ids: dict[str, list[tuple[Path, str]]] = {}
+    ids: dict[str, list[Path]] = {}
     for file, data in parsed:
-        ids.setdefault(data["agent"]["id"], []).append((file, data["agent"]["classification"]["domain"]))
+        ids.setdefault(data["agent"]["id"], []).append(file)
+    keys: dict[Path, str] = {}
+    for agent_id, files in ids.items():
+        if len(files) == 1:
+            keys[files[0]] = agent_id
+            continue
+        rels = [f.relative_to(root) for f in files]
+        folders: dict[Path, list[Path]] = {}
+        for file, rel in zip(files, rels, strict=True):
+            folders.setdefault(rel.parent, []).append(file)
+        shared = [same for same in folders.values() if len(same) > 1]
+        for same in shared:
+            others = ", ".join(str(f) for f in same[1:])
+            problems.append(f"{same[0]}: agent.id: duplicate id {agent_id!r} (also in {others}): "
+                            "files in one folder need different ids")
+        top = [f for f, rel in zip(files, rels, strict=True) if len(rel.parts) == 1]
+        if top:
+            problems.append(f"{top[0]}: agent.id: duplicate id {agent_id!r} (also in "
+                            f"{', '.join(str(f) for f in files if f != top[0])}): a card that "
+                            "shares its id must sit in a folder, which names it")
+        if shared or top:
+            continue
+        refs = ["/".join((*rel.parts[:-1], agent_id)) for rel in rels]
+        keys.update(zip(files, refs, strict=True))
+        others = ", ".join(refs[:-1])
+        warnings.append(f"agent id {agent_id!r} is defined by {len(files)} files "
+                        f"({', '.join(r.as_posix() for r in rels)}): {agent_id!r} means "
+                        f"{rels[-1].as_posix()} (the last in path order); name the "
+                        f"other{'s' if len(files) > 2 else ''} {others}")
     agents: list[AgentDef] = []
     for file, data in parsed:
-        agent_id = data["agent"]["id"]
+        if file not in keys:
+            continue
         domain, subdomain = _classify(root, file, data["agent"]["classification"]["domain"])
-        same = ids[agent_id]
-        key = agent_id
-        if len(same) > 1:
-            if sum(1 for _, d in same if d == domain) > 1:
-                others = ", ".join(str(f) for f, _ in same if f != file)
-                problems.append(f"{file}: agent.id: duplicate id {agent_id!r} (also in {others})")
-                continue
-            key = f"{domain}/{agent_id}"
-        agents.append(AgentDef(agent_id, key, domain, subdomain, file, data))
+        agents.append(AgentDef(data["agent"]["id"], keys[file], domain, subdomain, file, data,
+                               rel=file.relative_to(root).as_posix()))
 
     index_file = root / "index.json"
-    if check_index and index_file.is_file():
+    if check_index and index_file.is_file() and not problems:
         try:
-            index = json.loads(read_bounded(index_file, MAX_DEFINITION_BYTES, "index file"))
-            known = {a.id for a in agents} | {a.key for a in agents}
-            for entry in index.get("agents", []):
-                if entry.get("id") not in known:
-                    problems.append(f"{index_file}: agents: unknown agent {entry.get('id')!r} "
-                                    "(run `codex-flow agents index`)")
-        except (ValueError, AttributeError, RecursionError) as exc:
-            problems.append(f"{index_file}: invalid JSON: {exc}")
+            stale = _check_index(index_file, Registry(root, agents))
         except ConfigError as exc:
             problems.extend(exc.problems)
+        else:
+            if stale:
+                warnings.append(stale)
     if problems:
-        raise ConfigError(problems)
-    return Registry(root, agents)
+        raise ConfigError(list(dict.fromkeys(problems)))
+    return Registry(root, agents, warnings)
+
+
+def _check_index(index_file: Path, registry: Registry) -> str | None:
+    """One warning line when ``index.json`` disagrees with the agent files (ours, or the Node
+    tool's ``{version, generatedAt, agents}``); ConfigError when it cannot be read at all."""
+    try:
+        index = json.loads(read_bounded(index_file, MAX_DEFINITION_BYTES, "index file"))
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"{index_file}: invalid JSON: {exc}") from None
+    entries = index.get("agents") if isinstance(index, dict) else None
+    if not isinstance(entries, list):
+        raise ConfigError(f"{index_file}: agents: expected a list of {{id, ...}} entries")
+    listed = [e.get("id") if isinstance(e, dict) else None for e in entries]
+    unknown = list(dict.fromkeys(str(i) for i in listed if not isinstance(i, str) or i not in registry))
+    named = {i for i in listed if isinstance(i, str)}
+    missing = [a.key for a in registry if a.key not in named and a.id not in named]
+    if not unknown and not missing:
+        return None
+    parts = []
+    if unknown:
+        parts.append(f"lists {len(unknown)} agent(s) with no card ({_few(unknown)})")
+    if missing:
+        parts.append(f"misses {len(missing)} agent(s) ({_few(missing)})")
+    return (f"index.json is out of date: it {' and '.join(parts)}; the agent files are used. "
+            "Rewrite it with `codex-flow agents index`")
+
+
+def _few(names: list[str], limit: int = 5) -> str:
+    more = f", +{len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 def build_index(registry: Registry) -> dict[str, Any]:
@@ -434,7 +572,8 @@ def build_triggers(registry: Registry) -> dict[str, Any]:
         for kw in trig.get("keywords") or []:
             keywords.setdefault(str(kw).lower(), []).append(a.key)
         for rule in trig.get("regex") or []:
-            regex.append({"pattern": rule["pattern"], "priority": int(rule.get("priority", 0)),
+            regex.append({"pattern": rule["pattern"],
+                          "priority": parse_priority(rule.get("priority"), str(a.path)),
                           "agents": [a.key]})
         for glob in trig.get("file_patterns") or []:
             globs.setdefault(str(glob), []).append(a.key)

@@ -1,7 +1,10 @@
 """The router: pick agents for free text or file paths from ``triggers.json``, with a trace.
 
 * Text: trigger keywords first (case-insensitive phrase match on word boundaries), then regex
-  rules by priority (highest first; matched case-insensitively).
+  rules by priority (highest first; matched case-insensitively). Priorities are numbers or the
+  words ``low`` (2), ``medium`` (5), ``high`` (8) and ``critical`` (10). Regexes run on the
+  ``regex`` package with a time limit per match (REGEX_TIMEOUT_S): a pattern that backtracks
+  catastrophically is skipped for that text, with a note in the route, instead of hanging.
 * Paths: file globs, matched against the whole relative path: a ``**`` segment spans any number
   of folders (``**/x`` also matches ``x`` at the top), ``*`` and ``?`` never cross ``/``.
 
@@ -18,11 +21,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
+from re import _parser as _sre_parser  # type: ignore[attr-defined]
 from typing import Any
 
 from .errors import ConfigError
 from .inputs import read_bounded
-from .registry import MAX_DEFINITION_BYTES, Registry, build_triggers, load_registry
+from .registry import (
+    MAX_DEFINITION_BYTES,
+    Registry,
+    build_triggers,
+    compile_rule,
+    load_registry,
+    parse_priority,
+)
+
+#: Longest a single regex or glob match may take (seconds) before the rule is skipped.
+REGEX_TIMEOUT_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,8 @@ class Route:
 
     candidates: list[str]
     trace: list[RouteMatch] = field(default_factory=list)
+    #: Rules that were skipped (a regex or glob that ran out of time), one line each.
+    notes: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.candidates)
@@ -83,7 +99,10 @@ class Route:
 def load_triggers(registry: Registry) -> dict[str, Any]:
     """``triggers.json`` from the registry folder, or built from the agents when it is absent.
 
-    A file that names agents the registry does not hold is stale: that is an error, with a hint.
+    The result is normalized: regex priorities are numbers and agents are named by their
+    registry keys (a plain id shared by several files means the one that answers to it).
+    A file that names agents the registry does not hold is stale: that is an error, with a hint;
+    so is a priority that is neither a number nor a priority word.
     """
     path = Path(registry.root) / "triggers.json"
     if not path.is_file():
@@ -95,7 +114,18 @@ def load_triggers(registry: Registry) -> dict[str, Any]:
     problems = _check_triggers(data, path, registry)
     if problems:
         raise ConfigError(problems)
-    return data
+    return _normalize_triggers(data, path, registry)
+
+
+def _normalize_triggers(data: dict[str, Any], path: Path, registry: Registry) -> dict[str, Any]:
+    def keys(agents: list[str]) -> list[str]:
+        return list(dict.fromkeys(registry.get(a).key for a in agents))
+
+    regex = [{**rule, "priority": parse_priority(rule.get("priority"), f"{path}: regex[{i}]"),
+              "agents": keys(rule["agents"])} for i, rule in enumerate(data.get("regex", []))]
+    return {**data, "keywords": {k: keys(v) for k, v in data.get("keywords", {}).items()},
+            "regex": regex,
+            "file_patterns": {g: keys(v) for g, v in data.get("file_patterns", {}).items()}}
 
 
 def _check_triggers(data: Any, path: Path, registry: Registry) -> list[str]:
@@ -119,13 +149,17 @@ def _check_triggers(data: Any, path: Path, registry: Registry) -> list[str]:
             problems.append(f"{path}: regex[{i}]: expected {{pattern, priority, agents}}")
             continue
         try:
-            re.compile(rule["pattern"])
-        except re.error as exc:
+            compile_rule(rule["pattern"])
+        except ConfigError as exc:
             problems.append(f"{path}: regex[{i}]: invalid pattern {rule['pattern']!r}: {exc}")
+        try:
+            parse_priority(rule.get("priority"), f"{path}: regex[{i}] /{rule['pattern']:.60}/")
+        except ConfigError as exc:
+            problems.extend(exc.problems)
         named.update(rule["agents"])
-    unknown = sorted(a for a in named if not isinstance(a, str) or a not in registry)
+    unknown = sorted(str(a) for a in named if not isinstance(a, str) or a not in registry)
     if unknown:
-        problems.append(f"{path}: names agents not in {registry.root}: {', '.join(map(str, unknown))} "
+        problems.append(f"{path}: names agents not in {registry.root}: {', '.join(unknown)} "
                         "(stale file: run `codex-flow agents index`)")
     return problems
 
@@ -139,8 +173,63 @@ def _phrase(keyword: str) -> re.Pattern[str]:
 
 
 @lru_cache(maxsize=1024)
-def _rule(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern, re.IGNORECASE)
+def _rule(pattern: str) -> tuple[Any, frozenset[str] | None]:
+    """The compiled rule and the words one of which any match must contain (see _required)."""
+    import regex
+
+    return compile_rule(pattern, regex.IGNORECASE), _required(pattern)
+
+
+def _required(pattern: str) -> frozenset[str] | None:
+    """Lowercase ASCII strings, one of which every match of ``pattern`` contains; None when not
+    known. A text holding none of them is not searched: the time-limited search costs ~4 us a
+    rule, the ``in`` test ~50 ns, and most rules do not match most texts."""
+    try:
+        tree = _sre_parser.parse(pattern)
+    except Exception:  # noqa: BLE001 - syntax only the regex package knows: always search
+        return None
+    return _required_in(list(tree))
+
+
+def _required_in(items: list[tuple[Any, Any]]) -> frozenset[str] | None:
+    from re import _constants as c
+
+    best: frozenset[str] | None = None
+
+    def consider(alts: frozenset[str] | None) -> None:
+        nonlocal best
+        if alts and min(map(len, alts)) >= 3 and (
+                best is None or min(map(len, alts)) > min(map(len, best))):
+            best = alts
+
+    run: list[str] = []
+    for op, av in [*items, (None, None)]:
+        if op is c.LITERAL and av < 128:  # ASCII only: IGNORECASE maps e.g. U+212A to "k"
+            run.append(chr(av).lower())
+            continue
+        consider(frozenset(["".join(run)]) if run else None)
+        run = []
+        if op is c.SUBPATTERN:
+            consider(_required_in(list(av[3])))
+        elif op is c.ATOMIC_GROUP:
+            consider(_required_in(list(av)))
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT) and av[0] >= 1:
+            consider(_required_in(list(av[2])))
+        elif op is c.BRANCH:
+            branches = [_required_in(list(b)) for b in av[1]]
+            if all(branches):
+                consider(frozenset().union(*branches))  # type: ignore[arg-type]
+    return best
+
+
+def _search(pattern: Any, text: str, notes: list[str], what: str) -> Any:
+    """``pattern.search(text)`` within REGEX_TIMEOUT_S; None (and a note) when it runs out."""
+    try:
+        return pattern.search(text, None, None, None, False, REGEX_TIMEOUT_S)  # timeout=
+    except TimeoutError:
+        notes.append(f"{what} skipped: matching took longer than {REGEX_TIMEOUT_S * 1000:g} ms "
+                     "(a pattern that backtracks too much; simplify it)")
+        return None
 
 
 def route_text(text: str, registry: Registry | None = None, *,
@@ -156,25 +245,40 @@ def route_text(text: str, registry: Registry | None = None, *,
                                 for a in agents)
     keyword_hits.sort(key=lambda hit: hit[0])
     trace = [m for _, m in keyword_hits]
-    rules = sorted(enumerate(trig.get("regex", [])),
-                   key=lambda item: (-int(item[1].get("priority", 0)), item[0]))
-    for _, rule in rules:
-        found = _rule(rule["pattern"]).search(text)
+    notes: list[str] = []
+    rules = []
+    for i, rule in enumerate(trig.get("regex", [])):
+        priority = rule.get("priority", 0)
+        if type(priority) is not int:  # words when the triggers were passed in as written
+            priority = parse_priority(priority, f"triggers: regex[{i}]")
+        rules.append((-priority, i, rule))
+    rules.sort(key=lambda item: item[:2])
+    lowered = text.lower() if text.isascii() else None  # the prefilter needs ASCII text
+    for minus, _, rule in rules:
+        priority = -minus
+        compiled, required = _rule(rule["pattern"])
+        if lowered is not None and required is not None \
+                and not any(word in lowered for word in required):
+            continue
+        found = _search(compiled, text, notes, f"regex /{rule['pattern']}/")
         if found:
-            trace.extend(RouteMatch(a, "regex", rule["pattern"], int(rule.get("priority", 0)),
+            trace.extend(RouteMatch(a, "regex", rule["pattern"], priority,
                                     matched=found.group(0)) for a in rule["agents"])
-    return Route(list(dict.fromkeys(m.agent for m in trace)), trace)
+    return Route(list(dict.fromkeys(m.agent for m in trace)), trace, notes)
 
 
 # -- files ------------------------------------------------------------------------------------
 
 @lru_cache(maxsize=1024)
-def glob_to_regex(glob: str) -> re.Pattern[str]:
+def glob_to_regex(glob: str) -> Any:
     """Compile a path glob: ``**`` any depth, ``*``/``?`` within one segment, ``[...]`` classes.
 
     ``**`` is special only as a whole segment (``**/x``, ``x/**``, ``a/**/b``); inside a segment
-    (``a**b``) it is an ordinary ``*``.
+    (``a**b``) it is an ordinary ``*``. Compiled with the ``regex`` package, so matches can be
+    time-limited (``*a*a*a*a*b`` backtracks polynomially).
     """
+    while "**/**/" in glob:  # the same paths, without the extra backtracking
+        glob = glob.replace("**/**/", "**/")
     out: list[str] = []
     i, n = 0, len(glob)
     while i < n:
@@ -201,12 +305,19 @@ def glob_to_regex(glob: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(c))
         i += 1
-    return re.compile("".join(out))
+    return compile_rule("".join(out))
 
 
-def glob_match(glob: str, path: str) -> bool:
-    """True when the whole ``path`` (relative, ``/``-separated) matches ``glob``."""
-    return glob_to_regex(glob).fullmatch(path) is not None
+def glob_match(glob: str, path: str, notes: list[str] | None = None) -> bool:
+    """True when the whole ``path`` (relative, ``/``-separated) matches ``glob``; False (and a
+    line in ``notes``) when matching runs out of time."""
+    try:
+        return glob_to_regex(glob).fullmatch(path, timeout=REGEX_TIMEOUT_S) is not None
+    except TimeoutError:
+        if notes is not None:
+            notes.append(f"glob {glob!r} skipped for {path[:80]}: matching took longer than "
+                         f"{REGEX_TIMEOUT_S * 1000:g} ms (simplify it)")
+        return False
 
 
 def normalize_path(path: str | os.PathLike[str], base: Path | None = None) -> str:
@@ -228,9 +339,10 @@ def route_files(paths: Iterable[str | os.PathLike[str]], registry: Registry | No
     trig = triggers if triggers is not None else load_triggers(registry)
     globs = trig.get("file_patterns", {})
     trace: list[RouteMatch] = []
+    notes: list[str] = []
     for raw in paths:
         path = normalize_path(raw)
         for glob, agents in globs.items():
-            if glob_match(glob, path):
+            if glob_match(glob, path, notes):
                 trace.extend(RouteMatch(a, "glob", glob, path=path) for a in agents)
-    return Route(list(dict.fromkeys(m.agent for m in trace)), trace)
+    return Route(list(dict.fromkeys(m.agent for m in trace)), trace, notes)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import yaml
 
+from ..aliases import Aliases
+from ..errors import ConfigError
 from ..registry import build_index, load_registry, write_index
+from ..routing import load_triggers
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,8 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     show = s.add_parser("show", help="show one agent definition", parents=[common])
     show.add_argument("id")
     show.set_defaults(func=cmd_show)
-    val = s.add_parser("validate", help="validate every agent file", parents=[common])
+    val = s.add_parser("validate", help="validate every agent file and triggers.json",
+                       parents=[common])
     val.add_argument("dir", nargs="?", help="agents folder to check")
+    val.add_argument("--strict", action="store_true",
+                     help="treat warnings (shared ids, a stale index.json) as errors")
     val.set_defaults(func=cmd_validate)
     idx = s.add_parser("index", help="regenerate index.json and triggers.json", parents=[common])
     idx.set_defaults(func=cmd_index)
@@ -52,8 +59,18 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Every problem once, one line each: errors exit 2; warnings (shared ids, a stale
+    index.json) leave the bundle usable and exit 0, unless ``--strict``."""
     reg = load_registry(args.dir or args.agents_dir)
-    print(f"ok: {len(reg)} agents in {len(reg.domains)} domains ({reg.root})")
+    load_triggers(reg)  # word priorities, regexes and the agents it names
+    if args.strict and reg.warnings:
+        raise ConfigError([f"{w} (--strict)" for w in reg.warnings])
+    for warning in reg.warnings:
+        print(f"codex-flow: warning: {warning}", file=sys.stderr)
+    for note in Aliases().hidden_agents(reg):
+        print(f"codex-flow: note: {note}", file=sys.stderr)
+    count = f"; {len(reg.warnings)} warning(s)" if reg.warnings else ""
+    print(f"ok: {len(reg)} agents in {len(reg.domains)} domains ({reg.root}){count}")
     return 0
 
 
