@@ -23,7 +23,7 @@ T = TypeVar("T")
 _OPTION_NAMES = {f.name for f in fields(RunOptions)}
 _RUNTIME_OPTION_NAMES = {"latency_ms", "jitter", "cpu_ms", "chunks", "url", "api_key", "provider",
                          "max_reply_bytes", "max_event_bytes", "max_stream_bytes",
-                         *AGENT_OPTION_NAMES}
+                         "http_client", "proxy_env", "ca_bundle", *AGENT_OPTION_NAMES}
 _AGENT_RUNTIMES = ("codex-cli", "claude-code")
 EXAMPLE_TASKS = Path(__file__).parent / "data" / "orchestrator-tasks.json"
 
@@ -254,7 +254,10 @@ def prepare_run(tasks: Any = None, *, plan: Plan | Mapping[str, Any] | str | Non
     rt = (executor_runtime(executor, runtime, rt_opts, run_opts, dask_address)
           or _runtime_for(runtime, resolved, run_opts, rt_opts))
     run_opts.runtime_name = rt.name
-    warnings = _check_runtimes(rt, resolved, run_opts)
+    warnings = [*registry.warnings,
+                *(r.warning for r in resolved.values() if getattr(r, "warning", None)),
+                *(w for w in _check_runtimes(rt, resolved, run_opts)
+                  if w not in registry.warnings)]
     the_plan.events.extend({"kind": "run_warning", "message": w} for w in warnings)
     skip: set[str] | None = None
     run_id = None
