@@ -33,8 +33,8 @@ from codexflow_nb.widgets import (
     run_live,
 )
 from codexflow_nb.widgets.coalesce import Throttle
+from codexflow_nb.widgets.palette import STATUS_FILLS
 from codexflow_nb.widgets.plan_graph import PALETTE, PLOTLY_MIME, layout_plan
-from codexflow_nb.widgets.render import STATUS_COLORS
 
 EXAMPLE = {"reviewer": ["Review the engine", "Review the parser"], "architect": ["Propose a layout"]}
 PHASED = {"phases": [
@@ -146,7 +146,7 @@ def test_alias_editor_reports_unknown_agent_duplicate_alias_and_bad_yaml_inline(
     row = editor.row("reviewer2")
     row.agent.value = "no-such-agent"
     assert "unknown agent 'no-such-agent'" in shown(row.message)
-    assert "problem(s)" in shown(editor.message)
+    assert shown(editor.message) == ""  # each problem once, on its row (counted by Run)
     row.agent.value = "code-analyzer"
     assert shown(row.message) == ""
     row.alias.value = "reviewer"  # rename onto an existing alias
@@ -288,29 +288,34 @@ def test_task_editor_routes_free_text_with_triggers(registry: Registry) -> None:
 
 # -- plan graph -----------------------------------------------------------------------------------
 
-def test_plan_graph_draws_phases_as_columns_aliases_as_colours_and_edges() -> None:
+def test_plan_graph_draws_phases_as_columns_aliases_as_outlines_and_edges() -> None:
     plan = Plan.from_data(PHASED)
     pos = layout_plan(plan)
-    assert pos["d1"][0] == 0 and 0 < pos["d2"][0] < 1  # d2 waits for d1 inside the phase
-    assert pos["b1"][0] == pos["b2"][0] == 1
+    assert pos["d2"][0] > pos["d1"][0]  # d2 waits for d1 inside the phase: a step right
+    assert pos["b1"][0] == pos["b2"][0] - 1 and pos["b1"][0] > pos["d2"][0]  # next phase
     fig = build_figure(plan)
-    nodes = {t.name: t for t in fig.data}
+    nodes = {t.name: t for t in fig.data if t.legendgroup is None and t.name in
+             ("architect", "reviewer", "reviewer2")}
     assert set(nodes) == {"architect", "reviewer", "reviewer2"}
     assert list(nodes["reviewer"].text) == ["d2", "b1"]
-    colours = {t.name: t.marker.color for t in fig.data}
-    assert colours == {"architect": PALETTE[0], "reviewer": PALETTE[1], "reviewer2": PALETTE[2]}
-    arrows = [a for a in fig.layout.annotations if a.showarrow]
-    drawn = {(a.ax, a.ay, a.x, a.y) for a in arrows}
-    edges = [(d, k) for k, ds in plan.edges().items() for d in ds]
-    assert len(arrows) == len(edges) == 5  # d1->d2, and {d1, d2} -> {b1, b2}
-    assert (*pos["d1"], *pos["d2"]) in drawn
+    outlines = {t.name: t.marker.line.color for t in nodes.values()}
+    assert outlines == {"architect": PALETTE[0], "reviewer": PALETTE[1], "reviewer2": PALETTE[2]}
+    assert len({t.marker.symbol for t in nodes.values()}) == 3  # and a shape each
+    # only the dependency that exists (d1 -> d2) is drawn; b1, b2 waiting for the whole first
+    # phase is what the columns say
+    edges = next(t for t in fig.data if t.name == "dependencies")
+    assert list(edges.marker.size).count(9) == 1  # one arrow head
     assert len(fig.layout.shapes) == 2  # one band per phase
     live = build_figure(plan, {"d1": "completed", "d2": "running", "b1": "failed"})
-    fills = {t.name: list(t.marker.color) for t in live.data if t.name in nodes}
-    assert fills["reviewer"] == [STATUS_COLORS["running"], STATUS_COLORS["failed"]]
-    assert fills["reviewer2"] == [STATUS_COLORS["planned"]]
-    assert {t.name: t.marker.line.color for t in live.data if t.name in nodes} == colours
-    assert "status: completed" in {t.name for t in live.data}
+    fills = {t.name: list(t.marker.color) for t in live.data if t.name in nodes
+             and t.legendgroup is None}
+    assert fills["reviewer"] == [STATUS_FILLS["running"], STATUS_FILLS["failed"]]
+    assert fills["reviewer2"] == [STATUS_FILLS["planned"]]
+    legend = {t.name: t.legendgroup for t in live.data if t.showlegend is not False}
+    assert legend["completed"] == legend["cancelled"] == "status"  # fill = status, said so
+    assert legend["reviewer"] == "alias"
+    assert {t.legendgrouptitle.text for t in live.data if t.legendgroup} == {
+        "status (fill)", "alias (outline, shape)"}
 
 
 def test_plan_graph_follows_run_events() -> None:
@@ -324,6 +329,7 @@ def test_plan_graph_follows_run_events() -> None:
         assert graph.renders == first + 1  # one redraw, the rest held back
         graph.on_event({"kind": "run_complete"})
         assert graph.renders == first + 2
+        assert graph.builds == 1  # the statuses were patched into the figure, not laid out again
         return graph
 
     graph = asyncio.run(main())
@@ -331,8 +337,8 @@ def test_plan_graph_follows_run_events() -> None:
     data = graph.out.outputs[0]["data"]
     assert PLOTLY_MIME in data
     node_colours = [c for t in data[PLOTLY_MIME]["data"] if t["name"] == "reviewer"
-                    for c in t["marker"]["color"]]
-    assert node_colours == [STATUS_COLORS["completed"]] * 2
+                    and "legendgroup" not in t for c in t["marker"]["color"]]
+    assert node_colours == [STATUS_FILLS["completed"]] * 2
     graph.set_plan(None)
     assert graph.out.outputs[0]["data"]["text/plain"] == "no tasks to draw"
 
@@ -418,8 +424,12 @@ def test_run_button_starts_a_task_on_the_loop_and_stop_cancels_every_task(workdi
     assert seen.kinds("run_complete")[0]["cancelled"] == "stopped from the dashboard"
     assert panel.overall.value == panel.overall.max == 7  # done = ended, whatever the status
     assert "cancelled: stopped from the dashboard" in shown(panel.overall_label)
+    assert "7 cancelled" in shown(panel.overall_label)
     assert not panel.running and not panel.run_button.disabled and panel.stop_button.disabled
-    assert panel.overall.bar_style == "danger"
+    # cancelled is not "done in red": the bars take the cancelled colour
+    assert panel.overall.bar_style == "" and panel.overall.style.bar_color == STATUS_FILLS["cancelled"]
+    assert {b.style.bar_color for b in panel.alias_bars.values()} == {STATUS_FILLS["cancelled"]}
+    assert "6 cancelled" in shown(panel.alias_labels["reviewer"])
 
 
 def test_run_panel_shows_user_errors_inline(workdir: Path) -> None:
@@ -460,7 +470,7 @@ class BurstRuntime:
         return Reply(summary="done", output={"text": "".join(f"<{i}>" for i in range(self.n))})
 
 
-def test_streamed_output_is_coalesced_and_the_last_chunk_shown_at_task_end(workdir: Path) -> None:
+def test_streamed_output_is_coalesced_and_the_last_chunk_shown(workdir: Path) -> None:
     panel = RunPanel({"coder": ["Stream a lot"]}, log_file=None, runs_dir=None)
     updates: list[str] = []
     at_end: list[str] = []
@@ -489,8 +499,8 @@ def test_streamed_output_is_coalesced_and_the_last_chunk_shown_at_task_end(workd
     elapsed = asyncio.run(main())
     assert len(updates) <= 2 + elapsed / panel.stream_interval + 1, (len(updates), elapsed)
     assert len(updates) < 100  # 1,000 chunks, a handful of widget updates
-    assert "&lt;999&gt;" in at_end[0]  # the final chunk was shown when the task ended
-    assert updates[-1] == at_end[0]
+    assert at_end  # the task's output area was there when it ended
+    assert "&lt;999&gt;" in updates[-1]  # the final chunk reached it (with the last redraw)
 
 
 # -- the key --------------------------------------------------------------------------------------
@@ -547,9 +557,10 @@ def test_dashboard_composes_the_widgets_and_runs_the_example(workdir: Path, shel
 
     dash = dashboard(latency_ms=30, log_file=None, runs_dir=None)
     assert isinstance(dash, Dashboard) and dash.tabs.titles == ("Agents", "Aliases", "Tasks", "Plan")
-    assert shown(dash.problems) == ""
+    assert shown(dash.problems) == "" and dash.problem_list == []
     assert dash.panel.overall.max == 5
-    assert {t.name for t in dash.graph.figure().data} == {"reviewer", "reviewer2", "architect"}
+    assert {t.name for t in dash.graph.figure().data if t.legendgroup == "alias"} == {
+        "reviewer", "reviewer2", "architect"}
     dash.picker.select("tester")
     dash.picker.add_button.click()
     assert "tester" in dash.alias_editor.names and "tester" in dash.task_editor.boxes
@@ -557,10 +568,13 @@ def test_dashboard_composes_the_widgets_and_runs_the_example(workdir: Path, shel
     dash.task_editor.boxes["tester"].value = "Write tests for the parser"
     assert dash.graph.renders > renders and dash.panel.overall.max == 6
     assert "tester-1" in {k for t in dash.graph.figure().data for k in (t.text or ())}
-    dash.alias_editor.row("tester").agent.value = "nope"
-    assert "unknown agent" in shown(dash.problems)
+    dash.alias_editor.row("tester").agent.value = "testr"
+    assert dash.problem_list == ["tester: unknown agent 'testr' (did you mean 'tester', "
+                                 "'e2e-tester' or 'unit-tester'?)"]
+    assert "did you mean 'tester'" in shown(dash.alias_editor.row("tester").message)
+    assert "1 problem to fix" in shown(dash.problems)  # the count, by Run
     dash.alias_editor.row("tester").agent.value = "tester"
-    assert shown(dash.problems) == ""
+    assert dash.problem_list == [] and shown(dash.problems) == ""
     with capture_output() as displayed:
         shell.display_formatter  # noqa: B018 - the shell must exist for display()
         from IPython.display import display

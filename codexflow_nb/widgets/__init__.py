@@ -19,18 +19,21 @@ if TYPE_CHECKING:
     from .changes import ChangesView
     from .dashboard import Dashboard, dashboard
     from .diffs import changes_bundle, changes_html, diff_html
+    from .lifecycle import close_tree, live_models
     from .picker import AgentPicker
     from .plan_graph import PlanGraph, build_figure
     from .render import LiveView, format_step, render_html, render_text, run_live, summary_html
     from .run_panel import RunPanel
     from .state import RunState
+    from .task_list import TaskList
     from .tasks import TaskEditor
 
 #: public name -> the module that defines it
 _NAMES = {
     "AgentPicker": "picker", "AliasEditor": "aliases", "ChangesView": "changes",
     "Dashboard": "dashboard", "LiveView": "render", "PlanGraph": "plan_graph",
-    "RunPanel": "run_panel", "RunState": "state", "TaskEditor": "tasks",
+    "RunPanel": "run_panel", "RunState": "state", "TaskEditor": "tasks", "TaskList": "task_list",
+    "close_tree": "lifecycle", "live_models": "lifecycle",
     "build_figure": "plan_graph", "changes_bundle": "diffs", "changes_html": "diffs",
     "dashboard": "dashboard", "diff_html": "diffs", "format_step": "render",
     "render_html": "render", "render_text": "render", "run_live": "render",
@@ -38,7 +41,8 @@ _NAMES = {
 }
 
 __all__ = ["AgentPicker", "AliasEditor", "ChangesView", "Dashboard", "LiveView", "PlanGraph",
-           "RunPanel", "RunState", "TaskEditor", "build_figure", "changes_bundle", "changes_html",
+           "RunPanel", "RunState", "TaskEditor", "TaskList", "build_figure", "changes_bundle",
+           "changes_html", "close_tree", "live_models",
            "dashboard", "diff_html", "format_step", "render_html", "render_text", "run_live",
            "summary_html"]
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ import yaml
 
 from ..aliases import DEFAULT_ALIASES, Aliases, check_safe_name, deep_merge
 from ..errors import ConfigError
+from ..plan import Plan
 from ..registry import Registry, load_registry
 from ..registry import parse_yaml as registry_parse_yaml
 from ..tasks import read_source
+from .lifecycle import Composed, close_tree
 from .render import static_bundle
 
 #: Quick fields: (label, path inside the agent definition).
@@ -74,7 +77,72 @@ def _error_html(lines: list[str]) -> str:
     return "".join(f"<div style='color:#e53935'>⚠ {escape(line)}</div>" for line in lines)
 
 
-class AliasRow(w.VBox):
+def suggest(name: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean 'a' or 'b'?)`` for the closest candidates (difflib), else ``""``."""
+    pool = sorted({c for c in candidates if c and c != name})
+    close = difflib.get_close_matches(name, pool, n=3, cutoff=0.6)
+    if not close and len(name) >= 4:  # a fragment of a longer name: "analyzer"
+        close = sorted((c for c in pool if name.lower() in c.lower()), key=len)[:3]
+    if not close:
+        return ""
+    names = [repr(c) for c in close]
+    return f" (did you mean {', '.join(names[:-1]) + ' or ' if len(names) > 1 else ''}{names[-1]}?)"
+
+
+def plain(problem: str, registry: Registry | None = None) -> str:
+    """A problem without absolute paths: the agents folder and the working folder are named,
+    not spelled out (a notebook is shared; its messages should not carry a home folder)."""
+    if registry is not None:
+        problem = problem.replace(f" in {registry.root}", "").replace(str(registry.root),
+                                                                      "the agents folder")
+    cwd = str(Path.cwd())
+    if len(cwd) > 1:
+        problem = problem.replace(cwd + os.sep, "")
+    return problem
+
+
+def _agent_names(registry: Registry) -> list[str]:
+    return list(dict.fromkeys(name for a in registry for name in (a.id, a.key)))
+
+
+def unknown_agent(alias: str, agent_id: str, registry: Registry) -> str | None:
+    """``alias: unknown agent 'x' (did you mean 'y'?)`` when ``agent_id`` names no agent."""
+    try:
+        found = registry.find(agent_id)
+    except ConfigError:  # ambiguous: the full check says which agents
+        return None
+    if found is not None:
+        return None
+    return f"{alias}: unknown agent {agent_id!r}{suggest(agent_id, _agent_names(registry))}"
+
+
+def plan_problems(plan: Plan, aliases: Mapping[str, Any], registry: Registry,
+                  resolved: Aliases | None = None) -> list[str]:
+    """What stops ``plan`` from running with the alias map ``aliases`` (names, or a
+    validated :class:`Aliases` as ``resolved``): tasks naming no alias or agent (with a
+    suggestion), then the plan's own checks, without absolute paths."""
+    out = []
+    for name in dict.fromkeys(t.alias for t in plan.tasks):
+        if name in aliases:
+            continue
+        try:
+            known = registry.find(name) is not None
+        except ConfigError:
+            known = True  # ambiguous: the plan's check below says so
+        if not known:
+            hint = suggest(name, [*aliases, *_agent_names(registry)])
+            out.append(f"tasks: {name!r} is neither an alias ({', '.join(aliases) or 'none'}) "
+                       f"nor an agent{hint}")
+    if out or resolved is None:
+        return out
+    try:
+        plan.validate(registry, resolved)
+    except ConfigError as exc:
+        return [plain(p, registry) for p in exc.problems]
+    return []
+
+
+class AliasRow(Composed, w.VBox):
     """One alias: name, agent, quick override fields, the full overrides as YAML, messages."""
 
     def __init__(self, editor: AliasEditor, alias: str, agent_id: str,
@@ -190,10 +258,14 @@ class AliasRow(w.VBox):
         if not agent_id:
             out.append(f"{name}: choose an agent")
         else:
-            try:
-                registry.get(agent_id)
-            except ConfigError as exc:
-                out.extend(f"{name}: {p}" for p in exc.problems)
+            unknown = unknown_agent(name, agent_id, registry)
+            if unknown:
+                out.append(unknown)
+            else:
+                try:
+                    registry.get(agent_id)
+                except ConfigError as exc:
+                    out.extend(f"{name}: {plain(p, registry)}" for p in exc.problems)
         if self.yaml_error:
             out.append(self.yaml_error)
         if not out:
@@ -204,11 +276,11 @@ class AliasRow(w.VBox):
             try:
                 Aliases({name: self.spec}, source="aliases").resolve(name, registry)
             except ConfigError as exc:
-                out.extend(exc.problems)
+                out.extend(plain(p, registry) for p in exc.problems)
         return out
 
 
-class AliasEditor(w.VBox):
+class AliasEditor(Composed, w.VBox):
     """Edit an alias map as a table; ``value`` is the ``--aliases`` data, ``problems`` what
     is wrong with it (shown inline, never raised while editing)."""
 
@@ -304,6 +376,7 @@ class AliasEditor(w.VBox):
             raise ConfigError(f"no alias {alias!r}")
         self.rows.remove(target)
         self.table.children = tuple(self.rows)
+        target.close()
         self.changed()
 
     def rename_alias(self, old: str, new: str) -> None:
@@ -338,11 +411,13 @@ class AliasEditor(w.VBox):
         if problems:
             raise ConfigError(problems)
         self._loading = True
+        old = self.rows
         try:
             self.rows = [AliasRow(self, a, i, o) for a, i, o in rows]
             self.table.children = tuple(self.rows)
         finally:
             self._loading = False
+        close_tree(*old)
         self.changed()
 
     def to_yaml(self) -> str:
@@ -384,9 +459,9 @@ class AliasEditor(w.VBox):
         names = self.names
         for row, name in zip(self.rows, names, strict=True):
             row.message.value = _error_html(row.problems(self.registry, names.count(name) > 1))
-        n = len(self.problems)
-        self.message.value = (_error_html([f"{n} problem(s) in the alias table"]) if n
-                              else f"<span style='color:#43a047'>✓ {len(self.rows)} alias(es)</span>")
+        # each problem shows once, on its row; a count is by the run panel's Run button
+        self.message.value = ("" if self.problems else
+                              f"<span style='color:#009e73'>✓ {len(self.rows)} alias(es)</span>")
         for callback in list(self._listeners):
             callback()
 

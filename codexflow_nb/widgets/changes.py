@@ -29,12 +29,13 @@ from .diffs import (
     task_diff_html,
     task_title,
 )
+from .lifecycle import Composed
 
 __all__ = ["ChangesView", "apply_html", "changes_bundle", "changes_html", "changes_text",
            "diff_html"]
 
 
-class _TaskRow(w.VBox):
+class _TaskRow(Composed, w.VBox):
     """One task: title, files, diff, Apply and its message."""
 
     def __init__(self, tc: TaskChanges, on_apply: Callable[[TaskChanges], Any],
@@ -60,7 +61,7 @@ class _TaskRow(w.VBox):
                                          margin="4px 0"))
 
 
-class ChangesView(w.VBox):
+class ChangesView(Composed, w.VBox):
     """A run's changes per task with an Apply button each.
 
     ``ChangesView(run_id="last", log_file=..., runs_dir=..., repo=None)`` reads the run with

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from html import escape
 from typing import Any
 
 import ipywidgets as w
@@ -19,7 +18,8 @@ from ..api import EXAMPLE_TASKS, RunResult
 from ..errors import ConfigError
 from ..plan import Plan
 from ..registry import Registry, load_registry
-from .aliases import AliasEditor
+from .aliases import AliasEditor, plain, plan_problems
+from .lifecycle import Composed
 from .picker import AgentPicker
 from .plan_graph import PlanGraph
 from .render import static_bundle
@@ -30,9 +30,10 @@ TAB_TITLES = ("Agents", "Aliases", "Tasks", "Plan")
 PLAN_TAB = 3
 
 
-class Dashboard(w.VBox):
+class Dashboard(Composed, w.VBox):
     """The composed dashboard. Its parts are attributes: ``picker``, ``alias_editor``,
-    ``task_editor`` (None when a fixed ``plan`` is given), ``graph`` and ``panel``."""
+    ``task_editor`` (None when a fixed ``plan`` is given), ``graph`` and ``panel``.
+    ``close()`` closes all of them (every widget model and comm)."""
 
     def __init__(self, tasks: Any = None, *, aliases: Any = None, plan: Plan | Mapping[str, Any] | str | None = None,
                  registry: Registry | None = None, agents_dir: str | os.PathLike[str] | None = None,
@@ -49,16 +50,21 @@ class Dashboard(w.VBox):
         else:
             task_view = w.HTML("<p>Running a fixed plan; its tasks are shown in the Plan tab.</p>")
         self.graph = PlanGraph()
-        self.panel = RunPanel(source=self.inputs, registry=self.registry, **run_options)
+        self._plan: Plan | None = None
+        self._problems: list[str] = []
+        self.panel = RunPanel(source=self.inputs, registry=self.registry, show_problems=False,
+                              **run_options)
         self.panel.subscribers.append(self.graph.on_event)
         self.tabs = w.Tab([self.picker, self.alias_editor, task_view, self.graph], titles=TAB_TITLES)
-        self.problems = w.HTML()
+        self.tabs.observe(lambda c: self.graph.set_visible(c["new"] == PLAN_TAB),
+                          names="selected_index")
+        self.graph.visible = self.tabs.selected_index == PLAN_TAB
         self.alias_editor.on_change(self.refresh)
         if self.task_editor is not None:
             self.task_editor.on_change(self.refresh)
         self.panel.run_button.on_click(lambda _b: self._show_plan_tab())
         super().__init__([w.HTML("<h3 style='margin:4px 0'>codexflow</h3>"), self.tabs,
-                          self.problems, self.panel])
+                          self.panel])
         self.refresh()
 
     # -- inputs -----------------------------------------------------------------------------
@@ -69,34 +75,61 @@ class Dashboard(w.VBox):
         assert self.task_editor is not None
         return Plan.from_task_map(self.task_editor.task_map(), source="task editor")
 
+    def check(self) -> tuple[Plan | None, list[str], list[str]]:
+        """The plan as typed (None if it cannot be read), the problems of the editors' own
+        fields, and the problems of the plan with these aliases (shown next to the tasks)."""
+        own = list(self.alias_editor.problems)
+        if self.task_editor is not None:
+            own += self.task_editor.problems
+        plan: Plan | None = None
+        cross: list[str] = []
+        try:
+            plan = self.plan()
+        except ConfigError as exc:
+            if self.task_editor is not None and not self.task_editor.problems:
+                cross = [plain(p, self.registry) for p in exc.problems]
+        if plan is not None:
+            names = self.alias_editor.value
+            resolved = None if self.alias_editor.problems else self.alias_editor.aliases()
+            cross = plan_problems(plan, names, self.registry, resolved)
+        return plan, own, cross
+
+    @property
+    def problems(self) -> w.HTML:
+        """The count of problems by the Run button (empty when the inputs can run); each
+        problem itself is shown next to its field (see :attr:`problem_list`)."""
+        return self.panel.problem_note
+
+    @property
+    def problem_list(self) -> list[str]:
+        """Everything that stops the inputs from running, one line each."""
+        _plan, own, cross = self.check()
+        return list(dict.fromkeys(own + cross))
+
     def inputs(self) -> dict[str, Any]:
         """What the run panel runs: ``{plan, aliases}``; ConfigError lists every problem."""
-        problems = list(self.alias_editor.problems)
-        if self.task_editor is not None:
-            problems += self.task_editor.problems
-        if problems:
-            raise ConfigError(problems)
-        return {"plan": self.plan(), "aliases": self.alias_editor.aliases()}
+        plan, own, cross = self.check()
+        if own or cross or plan is None:
+            raise ConfigError(list(dict.fromkeys(own + cross)) or ["no tasks"])
+        return {"plan": plan, "aliases": self.alias_editor.aliases()}
 
     def refresh(self) -> None:
-        """Re-check the inputs, redraw the plan and reset the run panel (not during a run)."""
+        """Re-check the inputs after an edit: each problem next to its field and counted by
+        Run, the plan drawn as typed, the run panel following the inputs (not during a run)."""
         if self.task_editor is not None:
             self.task_editor.set_aliases(self.alias_editor.value)
         agents = {a: s["id"] for a, s in self.alias_editor.value.items()}
-        problems: list[str] = []
-        plan: Plan | None = None
-        try:
-            inputs = self.inputs()
-            plan = inputs["plan"]
-            plan.validate(self.registry, inputs["aliases"])
-        except ConfigError as exc:
-            problems = exc.problems
-            if plan is None and self.task_editor is not None and not self.task_editor.problems:
-                plan = Plan.from_task_map(self.task_editor.value)
-        self.graph.set_plan(plan, agents, problems)
-        self.problems.value = "".join(f"<div style='color:#e53935'>⚠ {escape(p)}</div>"
-                                      for p in problems)
-        if not self.panel.running and not problems:
+        plan, own, cross = self.check()
+        if self.task_editor is not None:
+            self.task_editor.set_extra_problems(cross)
+        self.graph.set_plan(plan, agents, cross if self.task_editor is None else None)
+        problems = list(dict.fromkeys(own + cross))
+        self._plan, self._problems = plan, problems
+        if self.panel.running:
+            return
+        if problems or plan is None:
+            self.panel.reset()  # "no runnable tasks", the count by Run
+        else:
             self.panel.reset(plan)
 
     def _show_plan_tab(self) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import ipywidgets as w
 
 from ..registry import AgentDef, Registry, load_registry
+from .lifecycle import Composed
 from .render import static_bundle
 
 ALL = "(all)"
@@ -49,7 +50,7 @@ def agent_card(agent: AgentDef) -> str:
             f"<b>responsibilities</b><ul>{items}</ul>")
 
 
-class AgentPicker(w.VBox):
+class AgentPicker(Composed, w.VBox):
     """Search box, domain and tier filters, a list of agents and the selected agent's card.
 
     "Add as alias" calls ``on_add(alias, agent_id)`` (the dashboard connects it to the

@@ -2,9 +2,11 @@
 
 The panel prepares a run with :func:`codexflow_nb.api.prepare_run` (the CLI's engine) and
 watches it only through events. A run started with the Run button is an asyncio task on the
-kernel's loop, so Stop and other cells keep working while it runs. Widget updates are
-coalesced: at most one update per task output every ``stream_interval`` seconds, and a task's
-last chunk is shown as soon as the task ends. With a coding-agent runtime (``codex-cli``,
+kernel's loop, so Stop and other cells keep working while it runs. Each event only updates
+plain data (:class:`~.state.RunState`); the widgets are redrawn together, at most once every
+``stream_interval`` seconds (0.25 s) whatever the number of tasks: progress, titles and the
+outputs of the tasks on the shown page (:class:`~.task_list.TaskList`). With a coding-agent
+runtime (``codex-cli``,
 ``claude-code``) each output shows the agent's messages and steps, and a
 :class:`~.changes.ChangesView` (diffs, Apply) follows the run.
 """
@@ -23,16 +25,23 @@ import ipywidgets as w
 from ..aliases import Aliases
 from ..api import Run, RunResult, prepare_run
 from ..errors import CodexFlowError, ConfigError
-from ..events import TERMINAL_KINDS, Event
+from ..events import Event
 from ..plan import Plan
 from ..registry import Registry, load_registry
 from ..runtimes import RUNTIME_NAMES, make_runtime
-from .aliases import _error_html
+from .aliases import _error_html, plain
 from .coalesce import Throttle
-from .render import bundle, headline, static_bundle, step_count, transcript_html
+from .lifecycle import Composed, close_tree
+from .palette import STATUS_FILLS, STATUS_ORDER, outcome_fill
+from .render import bundle, headline, static_bundle
 from .state import RunState
+from .task_list import TaskList
 
 PROGRESS = "__progress__"
+#: Ended statuses that turn a bar red.
+FAILED = {"failed", "timeout", "rejected", "skipped"}
+#: The one key of the panel's redraws: everything that changed is drawn together.
+FRAME = "__frame__"
 KEY_PLACEHOLDER = "API key (kept in the kernel, never shown)"
 KEY_SET = "key set · type to replace"
 #: Runtimes that run a coding-agent CLI per task, each in its own workspace.
@@ -42,6 +51,20 @@ WORKSPACE_CHOICES = (("auto (worktree in git, else copy)", ""), ("worktree", "wo
                      ("copy", "copy"), ("none (in the repo itself)", "none"))
 #: Events that change a task's output area.
 OUTPUT_KINDS = ("task_chunk", "task_step", "task_workspace")
+
+
+def _status_counts(counts: Mapping[str, int], completed: bool) -> str:
+    """`` · 3 failed · 80 cancelled`` in the statuses' colours (completed ones only with
+    ``completed``; planned, queued and running are said elsewhere)."""
+    skip = {"planned", "queued", "running"} | (set() if completed else {"completed"})
+    return "".join(f" · <span style='color:{_text_color(st)}'>{counts[st]} {st}</span>"
+                   for st in STATUS_ORDER if counts.get(st) and st not in skip)
+
+
+def _text_color(status: str) -> str:
+    """A status colour dark enough for text on white."""
+    return {"completed": "#007a5a", "cancelled": "#666666", "timeout": "#b36b00",
+            "skipped": "#a0527f"}.get(status, STATUS_FILLS.get(status, "#616161"))
 
 
 def _plan_from(inputs: Mapping[str, Any]) -> Plan:
@@ -58,21 +81,26 @@ def _plan_from(inputs: Mapping[str, Any]) -> Plan:
     return Plan.from_task_map(tasks)
 
 
-class RunPanel(w.VBox):
+class RunPanel(Composed, w.VBox):
     """Runtime choice, Run/Stop, progress bars, per-task output and a final summary.
 
     ``tasks``/``plan``/``aliases`` say what to run, or ``source()`` returns them as a dict
     (the dashboard reads its editors this way). Other keyword options go to ``prepare_run``
     (``log_file``, ``runs_dir``, ``max_concurrency``, ``timeout_ms``, ...).
+
+    ``page_size`` tasks are shown at a time (filter and pages above them); with
+    ``show_problems=False`` (the dashboard, whose editors show each problem next to its field)
+    the panel shows only their count by the Run button.
     """
 
     def __init__(self, tasks: Any = None, *, plan: Plan | None = None, aliases: Any = None,
                  registry: Registry | None = None, source: Callable[[], Mapping[str, Any]] | None = None,
                  on_event: Callable[[Event], None] | None = None, runtime: str = "stub",
-                 stream: bool = True, stream_interval: float = 0.1, latency_ms: float = 400.0,
+                 stream: bool = True, stream_interval: float = 0.25, latency_ms: float = 400.0,
                  chunks: int = 8, url: str = "", api_key: str | None = None,
                  repo: str | os.PathLike[str] = "", workspace: str | None = None,
                  base: str | None = None, agent_model: str | None = None,
+                 page_size: int = 20, show_problems: bool = True,
                  **run_options: Any) -> None:
         self._source = source or (lambda: {"tasks": tasks, "plan": plan, "aliases": aliases})
         self.registry = registry
@@ -85,6 +113,12 @@ class RunPanel(w.VBox):
         self.task: asyncio.Task[RunResult | None] | None = None
         self.result: RunResult | None = None
         self.state = RunState()
+        self.show_problems = show_problems
+        self.problems: list[str] = []  # what stops the current inputs from running
+        self._field_problems: list[str] = []  # the coding-agent fields' own
+        self._message_problems = False  # the message lists problems (cleared once fixed)
+        self._dirty: set[str] = set()  # tasks whose output changed since the last redraw
+        self.frames = 0  # redraws of the panel
         self._throttle = Throttle(self._flush, stream_interval)
         self._static: Any = None
         self._run_repo: str | None = None  # the repo field when the last run started
@@ -123,14 +157,14 @@ class RunPanel(w.VBox):
         self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger",
                                     disabled=True)
         self.message = w.HTML()
+        self.problem_note = w.HTML()  # "⚠ 2 problems to fix", by the Run button
         self.overall = w.IntProgress(value=0, min=0, max=1, description="all",
                                      bar_style="info", layout=w.Layout(width="60%"))
         self.overall_label = w.HTML()
         self.alias_bars: dict[str, w.IntProgress] = {}
         self.alias_labels: dict[str, w.HTML] = {}
         self.alias_box = w.VBox()
-        self.outputs: dict[str, w.HTML] = {}
-        self.accordion = w.Accordion()
+        self.tasks_view = TaskList(page_size=page_size)
         self.summary = w.HTML()
         self.changes_box = w.VBox()
         self.analysis_button = w.Button(description="Open analysis", icon="bar-chart", disabled=True)
@@ -139,17 +173,28 @@ class RunPanel(w.VBox):
         self.key.observe(self._stash_key, names="value")
         self.runtime.observe(lambda _c: self._show_runtime_fields(), names="value")
         for field in (self.repo, self.workspace, self.base):
-            field.observe(lambda _c: self.check_agent_fields(), names="value")
+            field.observe(lambda _c: self._fields_changed(), names="value")
         self.run_button.on_click(lambda _b: self._click_run())
         self.stop_button.on_click(lambda _b: self.stop())
         self.analysis_button.on_click(lambda _b: self._guard(self.open_analysis))
         self.runtime_box = w.HBox([self.runtime, self.latency, self.url, self.key, self.stream])
         super().__init__([self.runtime_box, self.agent_box,
-                          w.HBox([self.run_button, self.stop_button]), self.message,
-                          w.HBox([self.overall, self.overall_label]), self.alias_box, self.accordion,
-                          self.summary, self.changes_box, self.analysis_button, self.analysis_out])
+                          w.HBox([self.run_button, self.stop_button, self.problem_note]),
+                          self.message, w.HBox([self.overall, self.overall_label]),
+                          self.alias_box, self.tasks_view, self.summary, self.changes_box,
+                          self.analysis_button, self.analysis_out])
         self._show_runtime_fields()
-        self._guard(self.reset)
+        self.reset()
+
+    @property
+    def accordion(self) -> w.Accordion:
+        """The per-task disclosures of the shown page."""
+        return self.tasks_view.accordion
+
+    @property
+    def outputs(self) -> dict[str, w.HTML]:
+        """The output widget of each task on the shown page (see ``tasks_view``)."""
+        return self.tasks_view.outputs
 
     # -- the key --------------------------------------------------------------------------
     def _stash_key(self, change: Mapping[str, Any]) -> None:
@@ -177,7 +222,11 @@ class RunPanel(w.VBox):
         self.latency.layout.display = None if self.runtime.value == "stub" else "none"
         self.stream.layout.display = "none" if agent else None  # agents always stream
         self.agent_box.layout.display = None if agent else "none"
-        self.check_agent_fields()
+        self._fields_changed()
+
+    def _fields_changed(self) -> None:
+        self._field_problems = self.check_agent_fields()
+        self._show_note()
 
     # -- preparing --------------------------------------------------------------------------
     def _agent_fields(self) -> dict[str, Any]:
@@ -225,10 +274,14 @@ class RunPanel(w.VBox):
         """Validate the inputs and build the run (nothing starts). Raises ConfigError."""
         inputs = dict(self._source())
         plan = _plan_from(inputs)
-        run = prepare_run(plan=plan, aliases=inputs.get("aliases"),
-                          registry=inputs.get("registry") or self.registry,
-                          runtime=self.runtime.value, on_event=self._on_event,
-                          stream=self.stream.value, **self.runtime_options(), **self.run_options)
+        try:
+            run = prepare_run(plan=plan, aliases=inputs.get("aliases"),
+                              registry=inputs.get("registry") or self.registry,
+                              runtime=self.runtime.value, on_event=self._on_event,
+                              stream=self.stream.value, **self.runtime_options(),
+                              **self.run_options)
+        except ConfigError as exc:
+            raise ConfigError([plain(p, self.registry) for p in exc.problems]) from None
         repo = self.repo.value.strip()
         self._run_repo = str(Path(repo).expanduser().resolve()) if repo and self.agent_runtime \
             else None  # Apply writes there (a copy workspace does not name its source)
@@ -236,32 +289,55 @@ class RunPanel(w.VBox):
         return run
 
     def reset(self, plan: Plan | None = None) -> None:
-        """Empty progress and outputs for a plan (the source's plan when not given)."""
-        inputs = dict(self._source())
-        if plan is None:
-            plan = _plan_from(inputs)
+        """Empty progress and outputs for a plan (the source's plan when not given). With
+        inputs that cannot run, the panel says so ("no runnable tasks") and counts the
+        problems by the Run button; nothing of an earlier plan stays."""
         self._throttle.cancel()
-        self.state = RunState(plan)
-        for alias, limit in self._limits(plan, inputs).items():
-            self.state.aliases[alias].limit = limit
+        self._dirty.clear()
+        problems: list[str] = []
+        inputs: dict[str, Any] = {}
+        try:
+            inputs = dict(self._source())
+            if plan is None:
+                plan = _plan_from(inputs)
+        except ConfigError as exc:
+            problems = [plain(p, self.registry) for p in exc.problems]
+        self.state = RunState(plan) if plan is not None and not problems else RunState()
+        if not problems:
+            limits, problems = self._limits(plan, inputs) if plan is not None else ({}, [])
+            for alias, limit in limits.items():
+                self.state.aliases[alias].limit = limit
         self.result = None
-        self.alias_bars = {a: w.IntProgress(value=0, min=0, max=max(1, s.total), description=a,
-                                            layout=w.Layout(width="60%"))
-                           for a, s in self.state.aliases.items()}
-        self.alias_labels = {a: w.HTML() for a in self.state.aliases}
-        self.alias_box.children = tuple(w.HBox([self.alias_bars[a], self.alias_labels[a]])
-                                        for a in self.state.aliases)
-        self.outputs = {k: w.HTML() for k in self.state.tasks}
-        self.accordion.children = tuple(self.outputs.values())
+        self._set_bars(list(self.state.aliases))
+        self.tasks_view.set_state(self.state)
         self.overall.max = max(1, self.state.total)
         self.summary.value = ""
+        old = self.changes_box.children
         self.changes_box.children = ()
+        close_tree(*old)
         self.changes_view = None
         self.analysis_button.disabled = True
+        self.analysis_out.outputs = ()  # a new run (or plan) replaces the last analysis
+        self.set_problems(problems)
         self._render_progress()
 
-    def _limits(self, plan: Plan, inputs: Mapping[str, Any]) -> dict[str, int]:
-        """Each alias's parallel-task limit, shown before the run starts ({} if invalid)."""
+    def _set_bars(self, aliases: list[str]) -> None:
+        """One progress bar and label per alias; kept when the aliases are the same."""
+        if list(self.alias_bars) != aliases:
+            old = self.alias_box.children
+            self.alias_bars = {a: w.IntProgress(value=0, min=0, max=1, description=a,
+                                                layout=w.Layout(width="60%")) for a in aliases}
+            self.alias_labels = {a: w.HTML() for a in aliases}
+            self.alias_box.children = tuple(w.HBox([self.alias_bars[a], self.alias_labels[a]])
+                                            for a in aliases)
+            close_tree(*old)
+        for a, bar in self.alias_bars.items():
+            with bar.hold_sync():
+                bar.value, bar.max = 0, max(1, self.state.aliases[a].total)
+
+    def _limits(self, plan: Plan, inputs: Mapping[str, Any]) -> tuple[dict[str, int], list[str]]:
+        """Each alias's parallel-task limit, shown before the run starts, and what stops the
+        plan from running (Run reports it too)."""
         aliases = inputs.get("aliases")
         try:
             if self.registry is None:
@@ -270,9 +346,28 @@ class RunPanel(w.VBox):
                 aliases = (Aliases.from_file(aliases) if isinstance(aliases, (str, os.PathLike))
                            else Aliases(aliases))
             resolved = plan.validate(inputs.get("registry") or self.registry, aliases)
-        except ConfigError:
-            return {}  # Run reports the problems
-        return {a: r.max_parallel_tasks for a, r in resolved.items()}
+        except ConfigError as exc:
+            return {}, [plain(p, self.registry) for p in exc.problems]
+        return {a: r.max_parallel_tasks for a, r in resolved.items()}, []
+
+    # -- problems -------------------------------------------------------------------------
+    def set_problems(self, problems: list[str]) -> None:
+        """What stops the inputs from running: counted by the Run button, and listed in the
+        message unless ``show_problems`` is False (they are shown next to their fields)."""
+        self.problems = list(dict.fromkeys(problems))
+        if self.show_problems and self.problems:
+            self.message.value = _error_html(self.problems)
+            self._message_problems = True
+        elif self._message_problems:  # fixed (or shown elsewhere): the old list goes
+            self.message.value = ""
+            self._message_problems = False
+        self._show_note()
+
+    def _show_note(self) -> None:
+        n = len(self.problems) + len(self._field_problems)
+        self.problem_note.value = (
+            f"<span style='color:#d55e00;padding-left:8px'>⚠ {n} problem{'s' if n != 1 else ''}"
+            " to fix before Run</span>" if n else "")
 
     # -- running ----------------------------------------------------------------------------
     def _click_run(self) -> None:
@@ -320,6 +415,7 @@ class RunPanel(w.VBox):
         self.run = run
         self.run_button.disabled, self.stop_button.disabled = True, False
         self.message.value = f"running <code>{escape(run.run_id)}</code>"
+        self._message_problems = False
 
     async def _execute(self, run: Run) -> RunResult | None:
         try:
@@ -333,28 +429,21 @@ class RunPanel(w.VBox):
         return self.result
 
     def _on_event(self, event: Event) -> None:
+        """One event: update the state now, the widgets with the next redraw (at most one per
+        ``stream_interval``; the end of the run at once)."""
         key = self.state.apply(event)
-        kind = event.get("kind")
-        if kind in OUTPUT_KINDS and key is not None:
-            self._throttle.request(key)
-            if kind == "task_step":
-                self._throttle.request(PROGRESS)  # the title counts the steps
-        elif kind in TERMINAL_KINDS and key is not None:
-            self._throttle.flush(key)  # the last chunk, without waiting for the interval
-            self._throttle.request(PROGRESS)
-        elif kind == "task_retry" and key is not None:
-            self._throttle.flush(key)
-        elif kind == "run_complete":
-            self._throttle.flush_pending()
-            self._throttle.flush(PROGRESS)
+        if key is not None:
+            self._dirty.add(key)
+        if event.get("kind") == "run_complete":
+            self._throttle.flush(FRAME)
         else:
-            self._throttle.request(PROGRESS)
+            self._throttle.request(FRAME)
         for fn in self.subscribers:
             fn(event)
 
     def _finish(self) -> None:
-        self._throttle.flush_pending()
-        self._render_progress()
+        self._throttle.cancel()
+        self._flush(FRAME)  # whatever the last redraw did not carry
         s = self.state
         if s.complete:
             self.message.value = ""  # the progress line says how the run ended
@@ -393,31 +482,39 @@ class RunPanel(w.VBox):
         return {"text/html": view.to_html(), "text/plain": changes_text(view.changes)}
 
     # -- rendering ----------------------------------------------------------------------------
-    def _flush(self, key: Hashable) -> None:
-        if key == PROGRESS:
-            self._render_progress()
-        elif isinstance(key, str) and key in self.outputs:
-            self.outputs[key].value = transcript_html(self.state.tasks[key])
+    def _flush(self, _key: Hashable) -> None:
+        """Draw everything that changed since the last redraw."""
+        self.frames += 1
+        dirty, self._dirty = self._dirty, set()
+        self._render_progress()
+        self.tasks_view.refresh(dirty)
 
     def _render_progress(self) -> None:
         s = self.state
-        self.overall.value = s.done
-        self.overall.bar_style = ("success" if s.complete and s.ok else
-                                  "danger" if s.complete else "info")
-        self.overall_label.value = escape(headline(s))
+        counts = s.counts()
+        with self.overall.hold_sync():
+            self.overall.value = s.done
+            self.overall.bar_style = ("success" if s.complete and s.ok else
+                                      "danger" if counts.keys() & FAILED else
+                                      "" if s.complete else "info")
+            self.overall.style.bar_color = outcome_fill(counts)
+        if not s.tasks and not s.started:
+            self.overall_label.value = "no runnable tasks"
+        else:
+            self.overall_label.value = escape(headline(s)) + _status_counts(counts, s.complete)
         for alias, a in s.aliases.items():
             if alias in self.alias_bars:
-                self.alias_bars[alias].value = a.done
-                failed = a.done - a.counts.get("completed", 0)
-                self.alias_bars[alias].bar_style = ("danger" if failed else
-                                                    "success" if a.done == a.total else "")
+                bar = self.alias_bars[alias]
+                with bar.hold_sync():
+                    bar.value = a.done
+                    bar.bar_style = ("danger" if a.counts.keys() & FAILED else
+                                     "success" if a.done == a.total and a.counts.get("completed")
+                                     == a.total else "")
+                    bar.style.bar_color = outcome_fill(a.counts)
                 limit = a.limit if a.limit is not None else "-"
-                self.alias_labels[alias].value = (f"{a.done}/{a.total} done · running "
-                                                  f"{a.running}/{limit}")
-        self.accordion.titles = tuple(
-            f"{t.key} · {t.alias} · {t.status}" + (f" · {t.ms:.0f} ms" if t.ms is not None else "")
-            + (f" · {step_count(t)}" if t.steps else "")
-            for t in s.tasks.values())
+                self.alias_labels[alias].value = (
+                    f"{a.done}/{a.total} done · running {a.running}/{limit}"
+                    + _status_counts(a.counts, False))
 
     # -- after the run -----------------------------------------------------------------------
     def open_analysis(self) -> None:
@@ -444,7 +541,19 @@ class RunPanel(w.VBox):
         try:
             action()
         except ConfigError as exc:
-            self.message.value = _error_html(exc.problems)
+            problems = [plain(p, self.registry) for p in exc.problems]
+            known = set(self.problems) | set(self._field_problems)
+            new = [p for p in problems if p not in known]
+            if not self.show_problems and not new:
+                self._show_note()  # each is next to its field; the count is by Run
+                return
+            self.message.value = _error_html(new if not self.show_problems else problems)
+            self._message_problems = False
+
+    def _stop(self) -> None:
+        self._throttle.cancel()
+        if self.run is not None:
+            self.run.cancel("the panel was closed")
 
     # -- display ------------------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:

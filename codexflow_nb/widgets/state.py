@@ -115,6 +115,7 @@ class RunState:
         self.ms: float | None = None
         self.error: str | None = None
         self.has_workspaces = False  # a task ran in a workspace (coding-agent runtimes)
+        self._counts: dict[str, int] = {}  # tasks per status, kept as events arrive
         if plan is not None:
             for t in plan.tasks:
                 self._task(t.key, t.alias, t.text, t.phase)
@@ -124,7 +125,14 @@ class RunState:
         if task is None:
             task = self.tasks[key] = TaskState(key, alias, text, phase)
             self.aliases.setdefault(alias, AliasState(alias)).total += 1
+            self._counts[PLANNED] = self._counts.get(PLANNED, 0) + 1
         return task
+
+    def _status(self, task: TaskState, status: str) -> None:
+        if task.status != status:
+            self._counts[task.status] -= 1
+            self._counts[status] = self._counts.get(status, 0) + 1
+            task.status = status
 
     @property
     def total(self) -> int:
@@ -132,17 +140,16 @@ class RunState:
 
     @property
     def done(self) -> int:
-        return sum(1 for t in self.tasks.values() if t.finished)
+        """Tasks that have ended, whatever their status."""
+        return sum(a.done for a in self.aliases.values())
 
     @property
     def running(self) -> int:
         return sum(a.running for a in self.aliases.values())
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for t in self.tasks.values():
-            out[t.status] = out.get(t.status, 0) + 1
-        return out
+        """Tasks per status (statuses with none left out)."""
+        return {s: n for s, n in self._counts.items() if n}
 
     def apply(self, event: Event) -> str | None:
         """Update from one event; returns the key of the task it concerns (or None)."""
@@ -166,13 +173,14 @@ class RunState:
                           int(event.get("phase") or 0))
         alias = self.aliases[task.alias]
         if kind == "task_queued":
-            task.status = "queued"
+            self._status(task, "queued")
             if event.get("task"):
                 task.text = str(event["task"])
         elif kind == "task_started":
             if task.status != "running":
                 alias.running += 1
-            task.status, task.attempt = "running", int(event.get("attempt") or 1)
+            self._status(task, "running")
+            task.attempt = int(event.get("attempt") or 1)
         elif kind == "task_chunk":
             content = str(event.get("content") or "")
             task.chunks.append(content)
@@ -196,7 +204,8 @@ class RunState:
                 alias.done += 1
             status = TERMINAL_KINDS[kind]
             alias.counts[status] = alias.counts.get(status, 0) + 1
-            task.status, task.ms = status, event.get("ms")
+            self._status(task, status)
+            task.ms = event.get("ms")
             task.summary = event.get("summary")
             for name in ("changes", "usage"):
                 if isinstance(event.get(name), dict):

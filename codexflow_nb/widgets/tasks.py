@@ -21,9 +21,12 @@ from ..errors import ConfigError
 from ..registry import Registry, load_registry
 from ..tasks import parse_task_map, parse_text, read_source
 from .aliases import _error_html
+from .lifecycle import Composed, close_tree
 from .render import static_bundle
 
 MODES = ("per alias", "JSON", "YAML")
+#: Agents listed in the route trace, and added with the "best N agents" box ticked.
+ROUTE_TOP = 3
 
 
 def _item_text(item: Any) -> str:
@@ -37,7 +40,24 @@ def dump_tasks(data: Mapping[str, Any], fmt: str) -> str:
     return yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True, width=100)
 
 
-class TaskEditor(w.VBox):
+def route_html(route: Any, k: int = ROUTE_TOP) -> str:
+    """A route's trace as a small table: stage and reason, then the top ``k`` agents with
+    their ranker scores, the words their cards share with the text and their triggers."""
+    if not route.candidates:
+        return f"<small>{escape(route.problem())}</small>"
+    rows = []
+    for i, s in enumerate(route.leaders(k), 1):
+        trig = "; ".join(m.describe() for m in route.reasons(s.agent))
+        rows.append(f"<tr><td>{i}</td><td><code>{escape(s.agent)}</code></td>"
+                    f"<td style='text-align:right'>{s.score:.2f}</td>"
+                    f"<td>{escape(', '.join(s.words) or '-')}</td><td>{escape(trig)}</td></tr>")
+    return (f"<small><b>{escape(route.candidates[0])}</b> — stage <b>{escape(route.stage)}</b>: "
+            f"{escape(route.decision)}</small><table style='font-size:small'>"
+            "<tr><th>#</th><th>agent</th><th>score</th><th>words</th><th>triggers</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+class TaskEditor(Composed, w.VBox):
     """Edit a task map; ``value`` is plain CLI-format data, ``problems`` what is wrong."""
 
     def __init__(self, tasks: Mapping[str, Any] | str | os.PathLike[str] | None = None, *,
@@ -46,6 +66,9 @@ class TaskEditor(w.VBox):
         self._data: dict[str, list[Any]] = {}
         self._aliases: dict[str, str] = {}
         self._text_error: str | None = None
+        #: problems found elsewhere that are about the tasks (a task naming an unknown
+        #: alias): the dashboard puts them here, next to the tasks
+        self.extra_problems: list[str] = []
         self._listeners: list[Callable[[], None]] = []
         self._syncing = False
         self.mode = w.ToggleButtons(options=MODES, value=MODES[0])
@@ -53,10 +76,13 @@ class TaskEditor(w.VBox):
         self.per_alias = w.VBox()
         self.text = w.Textarea(continuous_update=False, layout=w.Layout(width="95%", height="240px",
                                                                        display="none"))
-        self.route_text = w.Text(placeholder="describe a piece of work; triggers pick the agent",
+        self.route_text = w.Text(placeholder="describe a piece of work; the router picks the agent",
                                  layout=w.Layout(width="60%"))
-        self.route_all = w.Checkbox(value=False, description="every matching agent", indent=False)
+        self.route_all = w.Checkbox(value=False, description=f"best {ROUTE_TOP} agents",
+                                    indent=False)
         self.route_button = w.Button(description="Route", icon="random")
+        #: the last route's trace: the stage that decided, the top agents, their scores and words
+        self.route_why = w.HTML()
         self.upload = w.FileUpload(accept=".json,.yaml,.yml", multiple=False,
                                    description="Import file")
         self.path = w.Text(placeholder="tasks.json or tasks.yaml", description="file")
@@ -71,6 +97,7 @@ class TaskEditor(w.VBox):
         self.export_button.on_click(lambda _b: self._guard(lambda: self.export_file(self.path.value)))
         super().__init__([self.mode, self.per_alias, self.text,
                           w.HBox([self.route_text, self.route_all, self.route_button]),
+                          self.route_why,
                           w.HBox([self.upload, self.path, self.import_button, self.export_button]),
                           self.message])
         if aliases:
@@ -117,10 +144,19 @@ class TaskEditor(w.VBox):
 
     def set_aliases(self, aliases: Mapping[str, Any]) -> None:
         """Known aliases (``{alias: {id, ...}}``): each gets a box in the per-alias view."""
-        self._aliases = {a: (s.get("id", "") if isinstance(s, Mapping) else str(s))
-                         for a, s in aliases.items()}
+        known = {a: (s.get("id", "") if isinstance(s, Mapping) else str(s))
+                 for a, s in aliases.items()}
+        if known == self._aliases:
+            return  # nothing to redraw (the boxes keep their text, focus and views)
+        self._aliases = known
         if self.mode.value == MODES[0]:
             self._render()
+
+    def set_extra_problems(self, problems: list[str]) -> None:
+        """Show problems about the tasks found outside the editor (see ``extra_problems``)."""
+        if problems != self.extra_problems:
+            self.extra_problems = list(problems)
+            self._show_problems()
 
     def load(self, data: Mapping[str, Any], source: str = "tasks") -> None:
         """Replace the task map with plain data (validated first)."""
@@ -154,7 +190,9 @@ class TaskEditor(w.VBox):
         return p
 
     def route(self, text: str) -> list[str]:
-        """Route free text with the trigger rules and add it as a task; returns the aliases used."""
+        """Route free text as ``run --route`` does (triggers, then the ranker over the agent
+        cards) and add it as a task to the best agent (the best ROUTE_TOP with ``route_all``);
+        ``route_why`` shows why. Returns the aliases used."""
         if not text.strip():
             raise ConfigError("type the work to route first")
         try:
@@ -162,16 +200,20 @@ class TaskEditor(w.VBox):
         except ImportError as exc:  # the router is optional in older installs
             raise ConfigError(f"routing is not available in this install ({exc})") from None
         found = route_text(text, self.registry)
+        self.route_why.value = route_html(found)
         if not found.candidates:
-            raise ConfigError(f"no agent's triggers match {text.strip()[:60]!r}: add the task "
-                              "to an alias by hand")
-        chosen = found.candidates if self.route_all.value else found.candidates[:1]
+            closest = found.ranking.closest if found.ranking is not None else []
+            raise ConfigError(f"no agent's triggers match {text.strip()[:60]!r} and it has no "
+                              "informative words for the ranker"
+                              + (f"; closest agents: {', '.join(closest)}" if closest else "")
+                              + ": add the task to an alias by hand")
+        chosen = found.top(ROUTE_TOP) if self.route_all.value else found.candidates[:1]
         by_agent = {agent: alias for alias, agent in reversed(list(self._aliases.items()))}
         used = []
         for agent in chosen:
             alias = by_agent.get(agent, agent)
             self._data.setdefault(alias, []).append(
-                {"task": text.strip(), "meta": {"routedBy": found.why(agent)}})
+                {"task": text.strip(), "meta": {"routedBy": found.why(agent) or "router"}})
             used.append(alias)
         self.route_text.value = ""
         self._render()
@@ -187,6 +229,7 @@ class TaskEditor(w.VBox):
         try:
             if self.mode.value == MODES[0]:
                 names = list(dict.fromkeys([*self._aliases, *self._data]))
+                old = self.per_alias.children
                 self.boxes = {}
                 rows = []
                 for alias in names:
@@ -199,6 +242,7 @@ class TaskEditor(w.VBox):
                     label = f"<b>{escape(alias)}</b>" + (f"<br><small>{escape(agent)}</small>" if agent else "")
                     rows.append(w.HBox([w.HTML(label, layout=w.Layout(width="180px")), box]))
                 self.per_alias.children = tuple(rows)
+                close_tree(*old)
             elif self._text_error is None:
                 self.text.value = dump_tasks(self.value, self.mode.value) if self._data else ""
         finally:
@@ -262,11 +306,14 @@ class TaskEditor(w.VBox):
         except ConfigError as exc:
             self.message.value = _error_html(exc.problems)
 
-    def _changed(self) -> None:
-        problems = self.problems
+    def _show_problems(self) -> None:
+        problems = list(dict.fromkeys([*self.problems, *self.extra_problems]))
         n = sum(len(v) for v in self._data.values())
         self.message.value = (_error_html(problems) if problems
-                              else f"<span style='color:#43a047'>✓ {n} task(s)</span>")
+                              else f"<span style='color:#009e73'>✓ {n} task(s)</span>")
+
+    def _changed(self) -> None:
+        self._show_problems()
         for callback in list(self._listeners):
             callback()
 
