@@ -93,7 +93,8 @@ class Aliases:
     def __init__(self, mapping: Mapping[str, Any] | None = None, source: str = "aliases") -> None:
         self.source = source
         #: True for the built-in defaults (no alias map given).
-        self.defaults = mapping is None
+        #: The names that still mean the default aliases (not replaced by the user's map).
+        self.default_names: set[str] = set(DEFAULT_ALIASES) if mapping is None else set()
         raw = DEFAULT_ALIASES if mapping is None else mapping
         problems = []
         if not isinstance(raw, Mapping):
@@ -118,10 +119,18 @@ class Aliases:
             raise ConfigError(problems)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> Aliases:
-        """Read an alias map from a YAML or JSON file."""
+    def from_file(cls, path: str | os.PathLike[str], *, with_defaults: bool = False) -> Aliases:
+        """Read an alias map from a YAML or JSON file. ``with_defaults``: the file adds to the
+        default aliases and overrides them by name (``codex-flow run --aliases FILE``)."""
         data = read_yaml_file(Path(path))
-        return cls(data if data is not None else {}, source=str(path))
+        loaded = cls(data if data is not None else {}, source=str(path))
+        if with_defaults:
+            merged = cls()
+            merged.entries.update(loaded.entries)
+            merged.default_names -= set(loaded.entries)
+            merged.source = loaded.source
+            return merged
+        return loaded
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return copy.deepcopy(self.entries)
@@ -135,7 +144,7 @@ class Aliases:
     def hidden_agents(self, registry: Registry, names: Any = None) -> list[str]:
         """One warning line per default alias (of ``names``, default all) that has the name of an
         agent of ``registry`` it does not point at: in a task map that name means the alias."""
-        if not self.defaults:
+        if not self.default_names:
             return []
         lines = []
         for alias in self.entries if names is None else names:
@@ -146,7 +155,8 @@ class Aliases:
 
     def _hidden(self, alias: str, registry: Registry) -> str | None:
         spec = self.entries.get(alias)
-        agent = registry.find(alias) if self.defaults and spec is not None else None
+        agent = (registry.find(alias) if alias in self.default_names and spec is not None
+                 else None)
         if agent is None or spec is None:
             return None
         target = registry.find(spec["id"])
@@ -154,7 +164,8 @@ class Aliases:
             return None
         return (f"{alias!r} is a default alias for {spec['id']} (as in the Node tool), so a task "
                 f"map's {alias!r} does not run this bundle's agent {alias!r} ({agent.rel}); to "
-                f"run that agent, pass an alias map with --aliases (it replaces the defaults)")
+                f"run that agent, give it an alias of its own in --aliases, or pass "
+                f"--no-default-aliases")
 
     def resolve(self, name: str, registry: Registry) -> ResolvedAlias:
         """Resolve an alias, or a bare agent name used as its own alias (see the module doc)."""

@@ -182,3 +182,16 @@ def test_a_custom_runtime_is_checked_before_the_run(tmp_path: Path) -> None:
         prepare_run({"reviewer": ["x"]}, runtime=Incomplete(), log_file=None, runs_dir=None)
     assert str(info.value) == ("runtime Incomplete: missing default_retries, open() as an async "
                                "method, close() (see the runtime protocol in docs/RUNTIME.md)")
+
+
+def test_aliases_file_adds_to_the_defaults(tmp_path: Path) -> None:
+    (tmp_path / "one.yaml").write_text(
+        "reviewer:\n  id: code-analyzer\n  overrides: {runtime: {concurrency: "
+        "{max_parallel_tasks: 1}}}\n")
+    merged = cli("run", "--example", "--aliases", "one.yaml", "--dry-run", cwd=tmp_path)
+    assert merged.returncode == 0, merged.stderr
+    assert "reviewer -> code-analyzer (limit 1" in merged.stdout  # overridden by name
+    assert "reviewer2 -> code-analyzer (limit 2" in merged.stdout  # the defaults stay
+    alone = cli("run", "--example", "--aliases", "one.yaml", "--no-default-aliases",
+                "--dry-run", cwd=tmp_path)
+    assert alone.returncode == 2 and "'reviewer2' is neither an alias (reviewer)" in alone.stderr

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import loops
+from ..aliases import Aliases
 from ..api import EXAMPLE_TASKS, Run, RunResult, prepare_run
 from ..errors import ConfigError
 from ..events import TERMINAL_KINDS, Event
@@ -28,7 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--example", action="store_true", help="run the bundled example task map")
     src.add_argument("-f", "--file", help="task map (JSON/YAML); '-' reads stdin")
     src.add_argument("--plan-file", help="a plan with phases and dependencies (JSON/YAML)")
-    src.add_argument("--aliases", help="alias map file (YAML/JSON)")
+    src.add_argument("--aliases", help="alias map file (YAML/JSON): adds to the default aliases "
+                                       "(reviewer, reviewer2, architect) and overrides them by name")
+    src.add_argument("--no-default-aliases", action="store_true",
+                     help="use only the --aliases file, without the default aliases")
     src.add_argument("--agents-dir", help="agents folder (default: lookup order, see docs)")
     src.add_argument("--resume", metavar="RUN_ID", help="re-run the unfinished tasks of a run")
     rt = p.add_argument_group("runtime")
@@ -43,6 +47,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rt.add_argument("--codex-url", default=None, type=_http_url,
                     help="endpoint base URL (or $CODEX_URL)")
     rt.add_argument("--codex-key", default=None, help="bearer token (or $CODEX_API_KEY)")
+    rt.add_argument("--no-proxy-env", dest="proxy_env", action="store_false",
+                    help="ignore HTTPS_PROXY/HTTP_PROXY/NO_PROXY (honoured by default)")
+    rt.add_argument("--ca-bundle", metavar="PATH", default=None,
+                    help="PEM file of the CA certificates to trust (or $SSL_CERT_FILE)")
     rt.add_argument("--provider", choices=["openai", "anthropic", "ollama", "cli", "echo"])
     rt.add_argument("--stream", action="store_true", help="stream replies (SSE) as task_chunk events")
     for name, what, default in (("reply", "a JSON reply", 16), ("event", "one SSE line or event", 16),
@@ -146,6 +154,16 @@ def _http_url(text: str) -> str:
     if port == 0:
         raise argparse.ArgumentTypeError(f"port 0 cannot be connected to: {text!r}")
     return text.strip()
+
+
+def _aliases(args: argparse.Namespace) -> Aliases | None:
+    """``--aliases FILE`` over the default aliases (by name); ``--no-default-aliases``: the
+    file alone (no file and no defaults: names must be agent ids)."""
+    if isinstance(args.aliases, Aliases):  # built by a plan option (--route, --goal)
+        return args.aliases
+    if args.aliases is None:
+        return Aliases({}) if args.no_default_aliases else None
+    return Aliases.from_file(args.aliases, with_defaults=not args.no_default_aliases)
 
 
 def _source(args: argparse.Namespace) -> tuple[Any, Plan | str | None]:
@@ -321,7 +339,8 @@ def runtime_options(args: argparse.Namespace) -> dict[str, Any]:
         limits = {f"max_{n}_bytes": getattr(args, f"max_{n}_mib")
                   for n in ("reply", "event", "stream") if getattr(args, f"max_{n}_mib")}
         return {"url": url, "api_key": args.codex_key or os.environ.get("CODEX_API_KEY"),
-                "provider": args.provider, **limits, **agent_options(args)}
+                "provider": args.provider, "proxy_env": args.proxy_env,
+                "ca_bundle": args.ca_bundle, **limits, **agent_options(args)}
     return {"latency_ms": args.stub_latency_ms, "jitter": args.stub_jitter,
             "cpu_ms": args.stub_cpu_ms, **agent_options(args)}
 
@@ -345,7 +364,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     view = TerminalView(sys.stderr if args.json else sys.stdout) if args.verbose else None
     dry = args.dry_run
     run = prepare_run(
-        tasks, plan=plan, aliases=args.aliases, runtime=args.runtime, agents_dir=args.agents_dir,
+        tasks, plan=plan, aliases=_aliases(args), runtime=args.runtime, agents_dir=args.agents_dir,
         on_event=view, resume=args.resume, max_concurrency=args.max_concurrency,
         executor=args.executor, dask_address=args.dask_address,
         timeout_ms=args.timeout_ms, retries=args.retries, stream=args.stream,
