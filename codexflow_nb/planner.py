@@ -1,7 +1,8 @@
 """The planner: pick agents for a goal, turn the goal into a phased plan, revise it between phases.
 
 * Selector (``heuristic``): scores every agent by its triggers (keywords, regex rules), and by
-  goal words found in its description and its responsibilities; returns a shortlist with reasons.
+  the router's ranker (:mod:`codexflow_nb.ranking`: BM25 over every agent card, the same one
+  ``--route`` and ``codex-flow route`` use); returns a shortlist with reasons.
 * Decomposer ``heuristic``: plan & design -> build (in parallel) -> test & validate.
 * Decomposer ``llm``: asks the endpoint's ``planner`` agent (the codex runtime contract) for a JSON
   plan and validates it. A reply that is not a valid plan is logged as ``decomposer_invalid`` and
@@ -25,6 +26,7 @@ from .aliases import Aliases, ResolvedAlias
 from .context import redact, shares_with
 from .errors import ConfigError
 from .plan import Phase, Plan, PlanRevision, PlanTask, _fresh_key
+from .ranking import rank
 from .registry import AgentDef, Registry
 from .routing import route_text
 from .runtimes.base import Reply, Runtime, RuntimeCall, RuntimeFailure
@@ -106,17 +108,15 @@ class Candidate:
         return "; ".join(self.reasons)
 
 
-def _responsibility_text(agent: AgentDef) -> str:
-    resp = agent.data.get("responsibilities") or {}
-    core = (agent.data.get("capabilities") or {}).get("core") or []
-    lines = [*(resp.get("primary") or []), *(resp.get("secondary") or []), *core]
-    return " ".join(str(x).replace("-", " ") for x in lines)
+#: Points the ranker's best card gets in the selector (the others in proportion to their score).
+RANKER_POINTS = 4.0
 
 
 def select_agents(goal: str, registry: Registry, *, limit: int = 6,
                   triggers: dict[str, Any] | None = None) -> list[Candidate]:
-    """Shortlist agents for ``goal``: trigger keyword 3 points, regex 1 + priority/2, each goal
-    word in the description 1, in responsibilities or capabilities 0.5."""
+    """Shortlist agents for ``goal``: trigger keyword 3 points, regex 1 + priority/2, and the
+    ranker's score scaled so the best card gets RANKER_POINTS; each reason names the card
+    fields that share words with the goal (``description mentions ...``)."""
     scores: dict[str, float] = {}
     reasons: dict[str, list[str]] = {}
 
@@ -130,14 +130,16 @@ def select_agents(goal: str, registry: Registry, *, limit: int = 6,
         else:
             add(m.agent, 1.0 + (m.priority or 0) / 2, f"trigger regex (priority {m.priority}) "
                                                        f"matched {m.matched!r}")
-    goal_words = words(goal)
-    for agent in registry:
-        in_desc = sorted(goal_words & words(agent.description))
-        if in_desc:
-            add(agent.key, float(len(in_desc)), f"description mentions {', '.join(in_desc)}")
-        in_resp = sorted(goal_words & words(_responsibility_text(agent)) - set(in_desc))
-        if in_resp:
-            add(agent.key, 0.5 * len(in_resp), f"responsibilities mention {', '.join(in_resp)}")
+    ranking = rank(goal, registry)
+    if ranking.informative and ranking.scored:
+        best = ranking.scored[0].score
+        for s in ranking.scored:
+            in_desc = list(s.fields.get("description", ()))
+            elsewhere = [w for w in s.words if w not in in_desc]
+            why = ([f"description mentions {', '.join(in_desc)}"] if in_desc else []) \
+                + ([f"card mentions {', '.join(elsewhere)}"] if elsewhere else [])
+            add(s.agent, RANKER_POINTS * s.score / best,
+                "; ".join(why) + f" (ranker score {s.score:.2f})")
     ranked = sorted(scores, key=lambda a: (-scores[a], a))
     return [Candidate(a, scores[a], reasons[a]) for a in ranked[:limit]]
 

@@ -239,6 +239,7 @@ _SCHEMA: list[tuple[str, type | tuple[type, ...], bool]] = [
     ("memory.sharing_policy.share_with", list, False),
     ("memory.sharing_policy.redact", list, False),
     ("hooks", dict, False),
+    ("routing", dict, False), ("routing.examples", list, False),
 ]
 
 _MISSING = object()

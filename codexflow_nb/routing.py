@@ -8,7 +8,14 @@
 * Paths: file globs, matched against the whole relative path: a ``**`` segment spans any number
   of folders (``**/x`` also matches ``x`` at the top), ``*`` and ``?`` never cross ``/``.
 
-Every match is kept in the trace, so a plan can say why each agent was chosen.
+* Text the triggers do not decide goes to the ranker (:mod:`codexflow_nb.ranking`): BM25 over
+  every agent's card. Triggers decide when their strong matches (a regex rule of priority
+  STRONG_PRIORITY or more, or a keyword phrase of two or more words) name exactly one agent;
+  single-word keywords and lower-priority rules ("plan", "implement", "investigate") are too
+  common in plain requests to decide alone, and several agents need a tie-break.
+
+Every match is kept in the trace, so a plan can say why each agent was chosen; a text route
+also says which stage decided and the ranker's top three with their scores and words.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .inputs import read_bounded
+from .ranking import Ranking, Scored, rank
 from .registry import (
     MAX_DEFINITION_BYTES,
     Registry,
@@ -73,6 +81,12 @@ class Route:
     trace: list[RouteMatch] = field(default_factory=list)
     #: Rules that were skipped (a regex or glob that ran out of time), one line each.
     notes: list[str] = field(default_factory=list)
+    #: Text routes: which stage decided ("triggers", "ranker" or "none": nothing matched),
+    #: why, and the ranker's scores for every agent that shares a word with the text.
+    stage: str = "triggers"
+    decision: str = ""
+    ranking: Ranking | None = None
+    text: str = ""
 
     def __bool__(self) -> bool:
         return bool(self.candidates)
@@ -81,8 +95,65 @@ class Route:
         return [m for m in self.trace if m.agent == agent and (path is None or m.path == path)]
 
     def why(self, agent: str, path: str | None = None) -> str:
-        """One line: every reason ``agent`` was chosen (for ``path`` when given)."""
-        return "; ".join(m.describe() for m in self.reasons(agent, path))
+        """One line: every reason ``agent`` was chosen (for ``path`` when given): its trigger
+        matches, or else its ranker score and the words its card shares with the text."""
+        found = "; ".join(m.describe() for m in self.reasons(agent, path))
+        scored = self.ranking.get(agent) if self.ranking is not None and path is None else None
+        if found or scored is None:
+            return found
+        place = self.ranking.agents.index(agent) + 1 if self.ranking else 0
+        return f"ranker #{place}: {scored.describe()}"
+
+    def top(self, k: int) -> list[str]:
+        """The best ``k`` agents: the deciding stage's pick first, then the ranker's order
+        (then any other agent a trigger named)."""
+        ranked = self.ranking.agents if self.ranking is not None else []
+        others = [m.agent for m in self.trace]
+        return list(dict.fromkeys([*self.candidates, *ranked, *others]))[:max(k, 0)]
+
+    def leaders(self, k: int = 3) -> list[Scored]:
+        """The ranker's scores for ``top(k)`` (agents it did not score get 0)."""
+        ranking = self.ranking
+        return [(ranking.get(a) if ranking is not None else None)
+                or Scored(a, 0.0) for a in self.top(k)]
+
+    def problem(self) -> str:
+        """One line for a text no agent matches: why, and the closest agents."""
+        closest = self.ranking.closest if self.ranking is not None else []
+        return (f"no agent matches {self.text!r}: {self.decision or 'nothing matched'}"
+                + (f"; closest agents: {', '.join(closest)}" if closest else ""))
+
+    def to_dict(self, k: int = 3) -> dict[str, Any]:
+        """The trace as plain data: the stage that decided and why, the pick, the top ``k``
+        agents with their scores and matched words, and every trigger match."""
+        out: dict[str, Any] = {
+            "text": self.text, "stage": self.stage, "decision": self.decision,
+            "agent": self.candidates[0] if self.candidates else None,
+            "candidates": list(self.candidates),
+            "top": [{**s.to_dict(), "trigger": bool(self.reasons(s.agent))}
+                    for s in self.leaders(k)],
+            "triggers": [m.to_dict() for m in self.trace],
+        }
+        if self.ranking is not None:
+            out["informative"] = list(self.ranking.informative)
+            if not self.candidates:
+                out["closest"] = list(self.ranking.closest)
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
+
+    def explain(self, k: int = 3) -> str:
+        """The trace for people: stage and reason, the top ``k`` with scores and words."""
+        if not self.candidates:
+            return self.problem()
+        lines = [f"{self.candidates[0]}  (stage: {self.stage}: {self.decision})"]
+        for i, s in enumerate(self.leaders(k), 1):
+            trig = "; ".join(m.describe() for m in self.reasons(s.agent))
+            lines.append(f"  {i}. {s.agent:<22} {s.score:6.2f}  "
+                         + (", ".join(s.words) if s.words else "-")
+                         + (f"  [trigger: {trig}]" if trig else ""))
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)
 
     @property
     def files(self) -> dict[str, list[str]]:
@@ -264,7 +335,46 @@ def route_text(text: str, registry: Registry | None = None, *,
         if found:
             trace.extend(RouteMatch(a, "regex", rule["pattern"], priority,
                                     matched=found.group(0)) for a in rule["agents"])
-    return Route(list(dict.fromkeys(m.agent for m in trace)), trace, notes)
+    return _decide(text, registry, Route(list(dict.fromkeys(m.agent for m in trace)), trace, notes))
+
+
+#: A regex rule of at least this priority is a strong trigger (so is a keyword phrase of two or
+#: more words): strong triggers that name exactly one agent decide a text route.
+STRONG_PRIORITY = 7
+
+
+def _strong(match: RouteMatch) -> bool:
+    if match.via == "regex":
+        return (match.priority or 0) >= STRONG_PRIORITY
+    return match.via == "keyword" and len(match.rule.split()) >= 2
+
+
+def _decide(text: str, registry: Registry, route: Route) -> Route:
+    """Stage 1, triggers: decide when the strong matches name exactly one agent. Stage 2, the
+    ranker: best card first (trigger-named agents it did not score follow). Else "none"."""
+    ranking = rank(text, registry)
+    strong = list(dict.fromkeys(m.agent for m in route.trace if _strong(m)))
+    named = route.candidates
+    route.text, route.ranking = text, ranking
+    if len(strong) == 1:
+        route.stage, route.candidates = "triggers", strong
+        how = "; ".join(m.describe() for m in route.trace if m.agent == strong[0] and _strong(m))
+        route.decision = f"a strong trigger names one agent ({how})"
+    elif ranking.agents and (ranking.informative or named):
+        route.stage, route.candidates = "ranker", ranking.agents[:1]
+        route.decision = (
+            f"strong triggers name {len(strong)} agents ({', '.join(strong)}); best card"
+            if strong else
+            f"only weak triggers ({', '.join(m.rule for m in route.trace)}); best card"
+            if named else "no trigger matched; best card")
+    elif named:  # triggers matched, but no card shares a word with the text
+        route.stage, route.candidates = "triggers", named[:1]
+        route.decision = "only triggers matched (no card shares a word with the text)"
+    else:
+        route.stage, route.candidates = "none", []
+        route.decision = ("no informative words (every word is a stop word, on every card, "
+                          "or on none)")
+    return route
 
 
 # -- files ------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""``codex-flow run`` options for routing and planning: ``--route``, ``--route-files``,
-``--goal`` (with ``--selector``/``--decomposer``) and ``--revise-plan``.
+"""``codex-flow run`` options for routing and planning: ``--route`` (with ``--route-top``),
+``--route-files``, ``--goal`` (with ``--selector``/``--decomposer``) and ``--revise-plan``.
 
 They register into ``run_cmd`` (an option group and a plan builder), so ``run`` stays one command.
 """
@@ -34,7 +34,10 @@ from . import run_cmd
 def add_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("routing and planning")
     g.add_argument("--route", metavar="TEXT",
-                   help="run TEXT on every agent its trigger keywords and regex rules pick")
+                   help="run TEXT on the agent it routes to: a strong trigger, else the best "
+                        "agent card (see `codex-flow route TEXT`)")
+    g.add_argument("--route-top", type=_top_k, metavar="K",
+                   help="with --route: run TEXT on the best K agents, not just the best one")
     g.add_argument("--route-files", nargs="+", metavar="PATH",
                    help="run 'Review <file>' on every agent whose file globs match each file")
     g.add_argument("--goal", metavar="TEXT", help="plan phases for a goal, then run them")
@@ -44,6 +47,16 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="how --goal becomes phases: heuristic, or the endpoint's planner agent")
     g.add_argument("--revise-plan", action="store_true",
                    help="after each phase, let the planner revise the remaining phases")
+
+
+def _top_k(value: str) -> int:
+    try:
+        k = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if not 1 <= k <= 100:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 100, got {k}")
+    return k
 
 
 def _warn(message: str) -> None:
@@ -65,18 +78,22 @@ def _planner_runtime(args: argparse.Namespace) -> Runtime:
                         provider=args.provider)
 
 
-def routed_text_plan(text: str, registry: Registry, aliases: Aliases | None) -> tuple[Plan, Aliases]:
-    """One parallel phase: ``text`` on every agent the router picks."""
+def routed_text_plan(text: str, registry: Registry, aliases: Aliases | None,
+                     top: int = 1) -> tuple[Plan, Aliases]:
+    """One phase: ``text`` on the agent the router picks (``top`` > 1: the best ``top``, in
+    parallel). Each task's ``routedBy`` says why; ``route`` in its meta holds the stage."""
     route = route_text(text, registry)
     if not route:
-        raise ConfigError(f"--route: no agent matches {text!r} (no trigger keyword or regex rule "
-                          "applies); name agents with -f, or see `codex-flow agents list`")
+        raise ConfigError(f"--route: {route.problem()}; name agents with -f, or see "
+                          "`codex-flow agents list`")
     book, used = AliasBook(registry, aliases), set[str]()
     tasks = []
-    for agent in route.candidates:
+    for rank, agent in enumerate(route.top(top), 1):
         alias = book.alias_for(agent)
+        why = route.why(agent) or "ranked by the router"
         tasks.append(PlanTask(_fresh_key(f"{alias}-1", used), alias, text, 0,
-                              meta={"routedBy": route.why(agent)}))
+                              meta={"routedBy": why, "route": {"stage": route.stage,
+                                                               "rank": rank}}))
     return Plan([Phase("routed", tuple(tasks))], "--route"), book.aliases()
 
 
@@ -110,6 +127,8 @@ def build_plan(args: argparse.Namespace) -> Plan | None:
     """The plan for ``--route``, ``--route-files``, ``--goal`` or ``--revise-plan``; else None."""
     ours = [name for name, val in (("--route", args.route), ("--route-files", args.route_files),
                                    ("--goal", args.goal)) if val]
+    if getattr(args, "route_top", None) and not args.route:
+        raise ConfigError("--route-top K goes with --route TEXT")
     if not ours and not args.revise_plan:
         return None
     others = [name for name, val in (("--example", args.example), ("-f", args.file),
@@ -122,7 +141,8 @@ def build_plan(args: argparse.Namespace) -> Plan | None:
     aliases = _base_aliases(args)
     runtime = _planner_runtime(args) if args.decomposer == "llm" else None
     if args.route:
-        plan, aliases = routed_text_plan(args.route, registry, aliases)
+        plan, aliases = routed_text_plan(args.route, registry, aliases,
+                                         getattr(args, "route_top", None) or 1)
     elif args.route_files:
         plan, aliases = routed_files_plan(args.route_files, registry, aliases)
     elif args.goal:
