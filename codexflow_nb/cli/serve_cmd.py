@@ -35,7 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     prov.add_argument("--agents-dir", help="agents folder (default: lookup order, see docs)")
     prov.add_argument("--cli-command", default=None,
                       help="command for the cli provider, e.g. \"llm -m mini\"; gets the prompt "
-                           "on stdin (no shell)")
+                           "on stdin (no shell) and only PATH, HOME, locale, proxy and "
+                           "certificate variables: add more with --pass-env NAME (e.g. "
+                           "OPENAI_API_KEY)")
     prov.add_argument("--cli-timeout-s", type=_positive_float, default=120.0,
                       help="cli provider time limit (default 120)")
     prov.add_argument("--cli-max-output-kb", type=_positive_float, default=256.0,
@@ -66,6 +68,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                           help="seed for --fail-rate, for a repeatable sequence of failures")
     rehearse.add_argument("--chunk-delay-ms", type=_non_negative_float, default=40.0,
                           help="echo provider: pause between streamed chunks (default 40)")
+    limits = p.add_argument_group("limits (per connection; docs/RELIABILITY.md)")
+    limits.add_argument("--max-connections", type=_positive_int, default=1000,
+                        help="open connections; more are answered 503 and closed (default 1000)")
+    limits.add_argument("--header-timeout-s", type=_positive_float, default=10.0,
+                        help="time for a request head from a connection's first byte "
+                             "(default 10)")
+    limits.add_argument("--body-timeout-s", type=_positive_float, default=30.0,
+                        help="time for a whole request body; 408 after it (default 30)")
+    limits.add_argument("--send-timeout-s", type=_positive_float, default=30.0,
+                        help="time a reply may wait on a client that does not read it "
+                             "(default 30)")
+    limits.add_argument("--max-body-kb", type=_positive_float, default=1024.0,
+                        help="request body limit; 413 above it (default 1024)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=cmd_serve)
 
@@ -81,6 +96,13 @@ def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
     return value
 
 
@@ -122,6 +144,9 @@ def check_options(args: argparse.Namespace, token: str | None) -> list[str]:
                 problems.append("--cli-command is empty")
         except ValueError as exc:
             problems.append(f"--cli-command cannot be parsed: {exc}")
+    for name in args.pass_env:
+        if not name or "=" in name or "\0" in name:
+            problems.append(f"--pass-env {name!r}: give a variable name")
     needs = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}.get(args.provider)
     if needs and not os.environ.get(needs):
         problems.append(f"--provider {args.provider} needs ${needs} in the environment")
@@ -155,9 +180,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if problems:
         raise ConfigError(problems)
     try:
+        import httptools  # noqa: F401  (the guarded protocol is httptools')
         import uvicorn
 
-        from ..server import create_app
+        from ..server.app import ServerLimits, create_app, server_config
     except ImportError as exc:
         raise ConfigError(f"codex-flow serve needs the serve extra ({exc.name} is missing): "
                           "pip install 'codexflow-nb[serve]'") from None
@@ -171,7 +197,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                      cli_command=shlex.split(args.cli_command) if args.cli_command else None,
                      cli_timeout_s=args.cli_timeout_s,
                      cli_max_output_bytes=int(args.cli_max_output_kb * 1024),
-                     agent_runtime=agent_runtime, agent_runs_dir=args.runs_dir)
+                     agent_runtime=agent_runtime, agent_runs_dir=args.runs_dir,
+                     cli_pass_env=args.pass_env, max_body_bytes=int(args.max_body_kb * 1024),
+                     limits=ServerLimits(header_timeout_s=args.header_timeout_s,
+                                         body_timeout_s=args.body_timeout_s,
+                                         send_timeout_s=args.send_timeout_s,
+                                         max_connections=args.max_connections))
     sock = bind(args.host, args.port)
     port = sock.getsockname()[1]
     shown = f"[{args.host}]" if ":" in args.host else args.host
@@ -179,8 +210,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"{len(registry)} agents  auth {'on' if token else 'OFF'}", flush=True)
     print(f"  try: codex-flow run --example --runtime codex --codex-url http://{shown}:{port} "
           "--stream --verbose", flush=True)
-    config = uvicorn.Config(app, log_level="info" if args.access_log else "warning",
-                            access_log=args.access_log, timeout_graceful_shutdown=5)
+    config = server_config(app, log_level="info" if args.access_log else "warning",
+                           access_log=args.access_log, timeout_graceful_shutdown=5)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: make both
     # end here as a clean stop
     previous = signal.signal(signal.SIGTERM, _interrupt)

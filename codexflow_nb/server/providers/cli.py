@@ -1,7 +1,8 @@
 """The ``cli`` provider: runs the command configured at start-up (``--cli-command``), never one
 taken from a request. The prompt goes to its stdin; its stdout is the reply, streamed as it
 comes. Run time and output size are capped; the process is killed when either is exceeded
-or the client goes away."""
+or the client goes away. Its environment is explicit (:func:`cli_env`), never the server's
+whole one: a key the server holds reaches the command only when named by ``--pass-env``."""
 
 from __future__ import annotations
 
@@ -10,22 +11,40 @@ import codecs
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from .base import AgentRequest, ProviderError, ProviderReply, system_prompt, user_prompt
 
 log = logging.getLogger("codexflow_nb.server")
 READ_SIZE = 4096
 STDERR_KEEP = 2048
+#: The server's variables a cli command gets (plus ``--pass-env``): what finding programs,
+#: locale, temp files, proxies and certificates need. No keys: OPENAI_API_KEY, CODEX_API_KEY
+#: (the endpoint's own token) and the like go through only when named.
+ENV_ALLOW = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE",
+             "LC_MESSAGES", "TERM", "TMPDIR", "TZ", "SHELL", "SSL_CERT_FILE", "SSL_CERT_DIR",
+             "REQUESTS_CA_BUNDLE", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy",
+             "http_proxy", "no_proxy")
+
+
+def cli_env(pass_env: Sequence[str] = (), source: Mapping[str, str] | None = None
+            ) -> dict[str, str]:
+    """The variables of ``ENV_ALLOW`` and ``pass_env`` that ``source`` (default
+    ``os.environ``) holds."""
+    source = os.environ if source is None else source
+    return {n: source[n] for n in (*ENV_ALLOW, *pass_env) if n in source}
 
 
 class CliProvider:
-    """``command`` is an argv list (no shell). No vendor, so no usage is reported."""
+    """``command`` is an argv list (no shell). No vendor, so no usage is reported. ``env`` is
+    the command's environment (default :func:`cli_env`), to which each run adds
+    ``CODEXFLOW_AGENT_ID`` and ``CODEXFLOW_ALIAS``."""
 
     name = "cli"
 
     def __init__(self, command: Sequence[str] | None, *, timeout_s: float = 120.0,
-                 max_output_bytes: int = 256 * 1024) -> None:
+                 max_output_bytes: int = 256 * 1024,
+                 env: Mapping[str, str] | None = None) -> None:
         if not command:
             raise ProviderError(400, "provider 'cli' is not configured on this endpoint: "
                                      "start it with --cli-command")
@@ -34,6 +53,7 @@ class CliProvider:
         self.command = list(command)
         self.timeout_s = timeout_s
         self.max_output_bytes = max_output_bytes
+        self.env = dict(cli_env() if env is None else env)
 
     async def complete(self, request: AgentRequest) -> ProviderReply:
         parts = [piece async for piece in self._run(request)]
@@ -48,7 +68,7 @@ class CliProvider:
 
     async def _run(self, request: AgentRequest) -> AsyncIterator[str]:
         prompt = (system_prompt(request.agent) + "\n\n" + user_prompt(request)).encode()
-        env = {**os.environ, "CODEXFLOW_AGENT_ID": request.agent.id,
+        env = {**self.env, "CODEXFLOW_AGENT_ID": request.agent.id,
                "CODEXFLOW_ALIAS": request.alias}
         try:
             proc = await asyncio.create_subprocess_exec(
