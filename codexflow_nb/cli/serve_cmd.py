@@ -57,8 +57,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     agent.add_argument("--runs-dir", metavar="PATH",
                        help="keep each request's transcript and patch here (default: a temp dir)")
     agent.add_argument("--pass-env", metavar="NAME", action="append", default=[],
-                       help="also pass this variable to the agent (repeatable; by default only "
-                            "PATH, HOME, locale, proxy and the CLI's own variables go through)")
+                       help="also pass this variable to the cli command or agent (repeatable; by "
+                            "default only PATH, HOME, locale, proxy and the agent CLI's own "
+                            "variables go through)")
     rehearse = p.add_argument_group("rehearsal")
     rehearse.add_argument("--latency-ms", type=_non_negative_float, default=0.0,
                           help="delay before each reply (default 0)")
