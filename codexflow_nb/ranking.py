@@ -29,8 +29,9 @@ a weak map) and costs a few milliseconds for the bundled cards. ``bm25s`` (with 
 stemmer are imported on first use, so ``import codexflow_nb`` stays light. Nothing is fetched:
 no network, no model.
 
-The weights were tuned on ``tests/data/routing/tune.yaml`` only; ``heldout.yaml`` is measured,
-never tuned on (``python bench/routing.py``).
+The weights were tuned on the tuning half of ``tests/data/routing/`` (``tune*.yaml``) only;
+``heldout.yaml`` is measured, never tuned on (``python bench/routing.py``; the numbers are in
+``docs/PLANNING.md``).
 """
 
 from __future__ import annotations
