@@ -32,7 +32,7 @@ def make_runtime(name: str | Runtime, **options: Any) -> Runtime:
         from .codex import CodexRuntime
 
         keys = {"url", "api_key", "provider", "stream", "max_reply_bytes", "max_event_bytes",
-                "max_stream_bytes"}
+                "max_stream_bytes", "http_client", "proxy_env", "ca_bundle"}
         return CodexRuntime(**{k: v for k, v in options.items() if k in keys})
     if name in ("codex-cli", "claude-code"):
         return _agent_runtime(name, options)

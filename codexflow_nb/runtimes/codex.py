@@ -1,7 +1,10 @@
 """The ``codex`` runtime: one HTTP request per task attempt to an endpoint that speaks the
 contract in ``docs/RUNTIME.md`` (``POST {url}/run``, JSON or SSE with ``?stream=1``).
 
-HTTP goes through aiohttp directly (:mod:`codexflow_nb.httpclient` says why). Failures become
+HTTP goes through aiohttp directly (:mod:`codexflow_nb.httpclient` says why): our own session,
+with the proxy from the environment and an optional private CA bundle, or a client the user
+passes (``http_client=``: an ``aiohttp.ClientSession`` or an ``httpx.AsyncClient``, used as
+configured and never closed by us). Either way the reply is read by the same code. Failures become
 :class:`RuntimeFailure`: 429, 5xx, connection errors and cut streams are retryable; other 4xx,
 malformed replies, ``error`` stream events and replies past a size cap (``ReplyTooLarge``:
 ``max_reply_bytes``, ``max_event_bytes``, ``max_stream_bytes``) are not. The API key is sent as a
@@ -10,14 +13,15 @@ bearer token and never appears in a message: text from the server is masked befo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import os
 import time
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 
 from ..errors import ConfigError
@@ -26,19 +30,22 @@ from ..httpclient import (
     MAX_EVENT_BYTES,
     MAX_REPLY_BYTES,
     MAX_STREAM_BYTES,
+    AiohttpPoster,
+    HttpxPoster,
+    Proxy,
     ReplyLimits,
     ReplyTooLarge,
     SSEError,
-    aiter_sse,
-    client_timeout,
+    ca_context,
+    certificate_error,
+    env_proxy,
     error_detail,
     format_size,
     is_connect_error,
     is_timeout,
     json_body,
     make_session,
-    read_body,
-    read_head,
+    user_client_kind,
 )
 from .base import ChunkCallback, Reply, RuntimeCall, RuntimeFailure
 
@@ -132,7 +139,9 @@ class CodexRuntime:
 
     def __init__(self, url: str, api_key: str | None = None, provider: str | None = None,
                  stream: bool = False, *, max_reply_bytes: int | None = None,
-                 max_event_bytes: int | None = None, max_stream_bytes: int | None = None) -> None:
+                 max_event_bytes: int | None = None, max_stream_bytes: int | None = None,
+                 http_client: Any = None, proxy_env: bool = True,
+                 ca_bundle: str | os.PathLike[str] | None = None) -> None:
         parts = urlsplit(url or "")
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError("codex endpoint URL must look like http://host:port "
@@ -155,23 +164,58 @@ class CodexRuntime:
         except ValueError:
             raise ConfigError("max_reply_bytes, max_event_bytes and max_stream_bytes must be "
                               "positive numbers of bytes") from None
-        self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
+        self.http_client = http_client
+        self._client_kind = None if http_client is None else _check_client(http_client)
+        self.proxy: Proxy | None = None
+        self._ssl: Any = None  # our session's TLS context; None: the default one
+        self._ca_hint = "pass --ca-bundle PATH or set SSL_CERT_FILE (Python: ca_bundle=)"
+        if self._client_kind is not None:
+            if ca_bundle is not None or proxy_env is False:
+                raise ConfigError("ca_bundle and proxy_env apply to codexflow's own HTTP session: "
+                                  "configure certificates and proxies on the http_client you pass")
+            self._ca_hint = f"configure the certificates of your {self._client_kind} client"
+        else:
+            if proxy_env:
+                self.proxy = env_proxy(self.url)
+            if ca_bundle is not None:
+                self._ssl = ca_context(ca_bundle, "--ca-bundle")
+            elif self._tls and os.environ.get("SSL_CERT_FILE"):
+                self._ssl = ca_context(os.environ["SSL_CERT_FILE"], "$SSL_CERT_FILE")
+        self._poster: AiohttpPoster | HttpxPoster | None = None
 
     def __repr__(self) -> str:  # never show the key
         key = ", api_key=***" if self._api_key else ""
         return f"CodexRuntime(url={self.url!r}{key}, provider={self.provider!r}, stream={self.stream})"
 
     async def open(self, max_connections: int) -> None:
-        headers = {"content-type": "application/json", "user-agent": "codexflow-nb"}
-        if self._api_key:
+        client = self.http_client
+        if client is None:
+            headers = {"content-type": "application/json", "user-agent": "codexflow-nb"}
+            if self._api_key:
+                headers["authorization"] = f"Bearer {self._api_key}"
+            session = make_session(max_connections, headers, tls=self._tls,
+                                   ssl_context=self._ssl)
+            self._poster = AiohttpPoster(session, owned=True, proxy=self.proxy)
+            return
+        headers = {"content-type": "application/json"}
+        if self._api_key and not _has_own_auth(client):
             headers["authorization"] = f"Bearer {self._api_key}"
-        self._session = make_session(max_connections, headers, tls=self._tls)
+        if self._client_kind == "httpx":
+            self._poster = HttpxPoster(client, headers)
+            return
+        if client.closed:
+            raise ConfigError("the aiohttp.ClientSession passed as http_client is closed")
+        loop = getattr(client, "_loop", None)
+        if loop is not None and loop is not asyncio.get_running_loop():
+            raise ConfigError("the aiohttp.ClientSession passed as http_client belongs to another "
+                              "event loop: run with `await codexflow_nb.run_async(...)` on the "
+                              "loop that made it (in a notebook: `await` it in a cell)")
+        self._poster = AiohttpPoster(client, owned=False, headers=headers)
 
     async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        poster, self._poster = self._poster, None
+        if poster is not None:
+            await poster.close()  # only a session we made
 
     def body(self, call: RuntimeCall) -> bytes:
         """The request body for one call."""
@@ -183,20 +227,20 @@ class CodexRuntime:
         return json_body(doc)
 
     async def run(self, call: RuntimeCall, on_chunk: ChunkCallback | None = None) -> Reply:
-        session = self._session
-        if session is None:
+        poster = self._poster
+        if poster is None:
             raise RuntimeFailure("codex runtime used before open()", type="RuntimeError")
-        timeout = self._timeout(call.timeout_s)
+        timeout = poster.timeout(call.timeout_s)
         if self.stream:
-            return await self._run_stream(session, call, timeout, on_chunk)
+            return await self._run_stream(poster, call, timeout, on_chunk)
         try:
-            async with session.post(self._run_url, data=self.body(call), timeout=timeout) as response:
-                if response.status != 200:
-                    head, cut = await read_head(response, ERROR_BODY_BYTES)
-                    raise self._status_failure(response.status, head.decode("utf-8", "replace"),
-                                               response.headers.get("retry-after"), cut)
-                payload = await read_body(response, self.limits.reply)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            async with poster.post(self._run_url, self.body(call), timeout) as reply:
+                if reply.status != 200:
+                    head, cut = await reply.head(ERROR_BODY_BYTES)
+                    raise self._status_failure(reply.status, head.decode("utf-8", "replace"),
+                                               reply.header("retry-after"), cut)
+                payload = await reply.read(self.limits.reply)
+        except poster.errors as exc:
             raise self._transport_failure(exc) from None
         except ReplyTooLarge as exc:
             raise self._too_large(exc) from None
@@ -207,34 +251,33 @@ class CodexRuntime:
             raise _malformed(f"not JSON: {self._preview(text)}") from None
         return reply_from(doc, "reply")
 
-    async def _run_stream(self, session: aiohttp.ClientSession, call: RuntimeCall,
-                          timeout: aiohttp.ClientTimeout, on_chunk: ChunkCallback | None) -> Reply:
+    async def _run_stream(self, poster: AiohttpPoster | HttpxPoster, call: RuntimeCall,
+                          timeout: Any, on_chunk: ChunkCallback | None) -> Reply:
         chunks: list[str] = []
         try:
-            async with session.post(self._stream_url, data=self.body(call), timeout=timeout,
-                                    headers={"accept": "text/event-stream"}) as response:
-                if response.status != 200:
-                    head, cut = await read_head(response, ERROR_BODY_BYTES)
-                    raise self._status_failure(response.status, head.decode("utf-8", "replace"),
-                                               response.headers.get("retry-after"), cut)
+            async with poster.post(self._stream_url, self.body(call), timeout,
+                                   _STREAM_HEADERS) as reply:
+                if reply.status != 200:
+                    head, cut = await reply.head(ERROR_BODY_BYTES)
+                    raise self._status_failure(reply.status, head.decode("utf-8", "replace"),
+                                               reply.header("retry-after"), cut)
                 try:
-                    async for sse in aiter_sse(response, max_event_bytes=self.limits.event,
-                                               max_stream_bytes=self.limits.stream):
-                        reply = self._on_event(sse.data, chunks, on_chunk)
-                        if reply is not None:
-                            return reply
+                    async for sse in reply.events(self.limits.event, self.limits.stream):
+                        result = self._on_event(sse.data, chunks, on_chunk)
+                        if result is not None:
+                            return result
                 except SSEError as exc:
                     raise _malformed(self._clean(str(exc))) from None
                 except ReplyTooLarge as exc:
-                    response.close()  # never drain the rest: drop the connection
+                    reply.close()  # never drain the rest: drop the connection
                     raise self._too_large(exc, len(chunks)) from None
-                except (aiohttp.ClientError, TimeoutError) as exc:
+                except poster.errors as exc:
                     if is_timeout(exc):
                         raise TimeoutError(self._clean(error_detail(exc))) from None
                     raise RuntimeFailure(f"stream ended early after {len(chunks)} chunk(s): "
                                          f"{self._clean(error_detail(exc))}",
                                          type="StreamEndedEarly", retryable=True) from None
-        except (aiohttp.ClientError, TimeoutError) as exc:  # before the first byte of the body
+        except poster.errors as exc:  # before the first byte of the body
             raise self._transport_failure(exc) from None
         raise RuntimeFailure(f"stream ended early after {len(chunks)} chunk(s) without a "
                              "complete event", type="StreamEndedEarly", retryable=True)
@@ -267,12 +310,6 @@ class CodexRuntime:
         return None  # "start" and unknown kinds are informational
 
     # -- helpers ------------------------------------------------------------------------------
-    def _timeout(self, seconds: float | None) -> aiohttp.ClientTimeout:
-        timeout = self._timeouts.get(seconds)
-        if timeout is None:
-            timeout = self._timeouts[seconds] = client_timeout(seconds)
-        return timeout
-
     def _clean(self, text: str, cut: bool = False) -> str:
         """``text`` with the API key masked (belt and braces: it should never be there)."""
         return mask_secret(text, self._api_key, cut=cut)
@@ -299,11 +336,51 @@ class CodexRuntime:
                               retry_after=parse_retry_after(retry_after) if retryable else None)
 
     def _transport_failure(self, exc: BaseException) -> BaseException:
-        """A timeout becomes ``TimeoutError`` (the engine records ``task_timeout``); anything
-        else on the wire is a retryable connection error."""
+        """A timeout becomes ``TimeoutError`` (the engine records ``task_timeout``); a
+        certificate that cannot be verified fails without retry and says how to trust it;
+        anything else on the wire is a retryable connection error."""
         detail = error_detail(exc)
         if is_timeout(exc):
             return TimeoutError(self._clean(detail))
+        response = getattr(exc, "response", None)  # an httpx client made to raise on status
+        status = getattr(response, "status_code", None)
+        if isinstance(status, int):
+            return self._status_failure(status, "", response.headers.get("retry-after"))
+        via = f" via proxy {self.proxy.url}" if self.proxy else ""
+        bad_cert = certificate_error(exc)
+        if bad_cert is not None:
+            reason = bad_cert.verify_message or bad_cert.reason or str(bad_cert)
+            return RuntimeFailure(f"TLS certificate of {self.url} not trusted{via} "
+                                  f"({self._preview(str(reason))}): {self._ca_hint}",
+                                  type="CertificateError", retryable=False)
         what = "cannot reach" if is_connect_error(exc) else "connection broke talking to"
-        return RuntimeFailure(f"{what} {self.url} ({self._preview(detail)})",
+        return RuntimeFailure(f"{what} {self.url}{via} ({self._preview(detail)})",
                               type="ConnectionError", retryable=True)
+
+
+#: Per-request headers of a streamed request.
+_STREAM_HEADERS = {"accept": "text/event-stream"}
+
+
+def _check_client(client: Any) -> str:
+    """The kind of a user's client, or one ConfigError saying what is accepted."""
+    kind = user_client_kind(client)
+    if kind is None:
+        name = f"{type(client).__module__}.{type(client).__qualname__}"
+        raise ConfigError(f"http_client must be an aiohttp.ClientSession or an httpx.AsyncClient, "
+                          f"not {name}" + (" (a synchronous client)" if name == "httpx.Client"
+                                           else ""))
+    if kind == "httpx" and client.is_closed:
+        raise ConfigError("the httpx.AsyncClient passed as http_client is closed")
+    if kind == "aiohttp" and client.closed:
+        raise ConfigError("the aiohttp.ClientSession passed as http_client is closed")
+    return kind
+
+
+def _has_own_auth(client: Any) -> bool:
+    """The user's client authenticates by itself (``auth=`` or an ``Authorization`` header):
+    then ``api_key`` is not added on top (aiohttp refuses both at once)."""
+    if getattr(client, "auth", None) is not None:
+        return True
+    headers = getattr(client, "headers", None)
+    return headers is not None and "authorization" in {k.lower() for k in headers}
