@@ -4,6 +4,8 @@ need: skipping or failing a test when an agent CLI is not installed."""
 from __future__ import annotations
 
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +30,19 @@ def require_bin(name: str) -> str:
     return found
 
 
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def make_repo(path: Path) -> Path:
+    """A small committed repository (README.md, app.py) on branch ``main``."""
+    path.mkdir()
+    git("init", "-q", "-b", "main", cwd=path)
+    (path / "README.md").write_text("# demo\n")
+    (path / "app.py").write_text("def add(a, b):\n    return a + b\n")
+    git("add", ".", cwd=path)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=path)
+    return path

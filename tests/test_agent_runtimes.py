@@ -22,6 +22,8 @@ from agent_servers import (
     claude_env,
     codex_env,
     codex_home,
+    git,
+    make_repo,
 )
 
 import codexflow_nb as cf
@@ -53,21 +55,6 @@ def responses():
 def messages():
     with MessagesServer() as server:
         yield server
-
-
-def git(*args: str, cwd: Path) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout
-
-
-def make_repo(path: Path) -> Path:
-    path.mkdir()
-    git("init", "-q", "-b", "main", cwd=path)
-    (path / "README.md").write_text("# demo\n")
-    (path / "app.py").write_text("def add(a, b):\n    return a + b\n")
-    git("add", ".", cwd=path)
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=path)
-    return path
 
 
 @pytest.fixture

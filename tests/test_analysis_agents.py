@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import warnings
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from agent_servers import (
     claude_env,
     codex_env,
     codex_home,
+    make_repo,
 )
 
 import codexflow_nb as cf
@@ -54,21 +54,6 @@ CODEX_TASKS = {
 CLAUDE_TASKS = {"claude-coder": ["Write.\n@shell: echo hello > hello.txt\n"
                                  "@usage: 1000 200 300 50\n@say: Wrote hello.txt"]}
 CLAUDE_ALIASES = {"claude-coder": {"id": "coder"}}
-
-
-def git(*args: str, cwd: Path) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout
-
-
-def make_repo(path: Path) -> Path:
-    path.mkdir()
-    git("init", "-q", "-b", "main", cwd=path)
-    (path / "README.md").write_text("# demo\n")
-    (path / "app.py").write_text("def add(a, b):\n    return a + b\n")
-    git("add", ".", cwd=path)
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=path)
-    return path
 
 
 def requests_per_task(server: ResponsesServer | MessagesServer) -> dict[str, int]:
