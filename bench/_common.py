@@ -10,7 +10,7 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from codexflow_nb.runtimes import Reply, RuntimeCall
 
@@ -76,6 +76,17 @@ def loop_kinds() -> list[str]:
     except ImportError:
         return ["asyncio"]
     return ["uvloop", "asyncio"]
+
+
+def verdict(name: str, met: bool, detail: str, *, short: bool = False, file: TextIO | None = None) -> str:
+    """Print (and return) the benchmark's one-line verdict against its target(s):
+    ``VERDICT <name>: met|NOT met — <detail>``. A benchmark with several targets prints one
+    such line, ``met`` only if all are; ``short`` marks a ``--short`` run as indicative only."""
+    line = f"VERDICT {name}: {'met' if met else 'NOT met'} — {detail}"
+    if short:
+        line += " (short run: indicative only)"
+    print(line, file=file or sys.stdout, flush=True)
+    return line
 
 
 def run_on(kind: str, coro: Coroutine[Any, Any, T]) -> T:

@@ -24,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _common import disk_tmp
+from _common import disk_tmp, verdict
 
 from codexflow_nb import run
 from codexflow_nb.events import TERMINAL_KINDS
@@ -136,6 +136,13 @@ def main() -> None:
     print(f"cluster start-up, not in the figures: {startup:.2f} s; "
           f"load average at the end {os.getloadavg()[0]:.1f}")
     print("tasks per Dask worker: " + ", ".join(f"{w} {c}" for w, c in sorted(PER_WORKER.items())))
+    ups = [(cpu_ms, local_run / dask_run) for cpu_ms, _, local_run, _, dask_run, _ in rows]
+    longest, up_longest = max(ups)
+    verdict("dask_speedup", all(up > 1 for _, up in ups) and up_longest >= 0.8 * ceiling,
+            f"Dask faster than local at every task size and, at {longest:g} ms tasks, >= 80% of "
+            f"the machine's ceiling {ceiling:.2f}x (ideal {ideal:g}x): "
+            + ", ".join(f"{c:g} ms {up:.2f}x" for c, up in ups)
+            + f"; {up_longest / ceiling:.0%} of ceiling", short=args.short)
 
 
 if __name__ == "__main__":  # worker processes are spawned: they re-import this module

@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-from _common import header, parser, table
+from _common import header, parser, table, verdict
 
 CONNECTIONS = 200
 HEALTH_P95_BOUND_S = 0.100
@@ -193,10 +193,11 @@ def main() -> None:
                        "longest life s"]))
     print(f"\n# limits: head {head_s:g} s, body {body_s:g} s, 16 KiB and 100 "
           f"fields per head; {os.cpu_count()} cores shared by server, attacker and prober")
-    verdict = "ok" if not problems else "FAIL: " + "; ".join(problems)
-    print(f"verdict: {verdict} (bounds: /health p95 <= {HEALTH_P95_BOUND_S * 1000:.0f} ms and "
-          f"max <= {HEALTH_MAX_BOUND_S * 1000:.0f} ms, RSS <= baseline + "
-          f"{RSS_BOUND_KB // 1000} MB, connections <= timeout + {SLACK_S:g} s)")
+    verdict("hostile_clients", not problems,
+            f"/health p95 <= {HEALTH_P95_BOUND_S * 1000:.0f} ms and max <= "
+            f"{HEALTH_MAX_BOUND_S * 1000:.0f} ms, RSS <= baseline + {RSS_BOUND_KB // 1000} MB, "
+            f"connections <= timeout + {SLACK_S:g} s: "
+            + ("all within bounds" if not problems else "; ".join(problems)), short=args.short)
 
 
 if __name__ == "__main__":

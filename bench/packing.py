@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from _common import disk_tmp, header, loop_kinds, parser, run_on, table
+from _common import disk_tmp, header, loop_kinds, parser, run_on, table, verdict
 from _endpoint import endpoint, raw_endpoint
 
 import codexflow_nb as cf
@@ -61,6 +61,7 @@ def main() -> None:
     ideal = n / 6 * latency
     header("packing efficiency")
     rows = []
+    ratios: list[tuple[str, str, float]] = []  # (loop, runtime, ideal/actual)
     with disk_tmp() as tmp, endpoint(latency_ms=latency * 1000) as url:
         cases = [("stub", {"runtime": "stub", "latency_ms": latency * 1000}),
                  ("codex (HTTP)", {"runtime": "codex", "url": url})]
@@ -75,6 +76,7 @@ def main() -> None:
             for label, runtime in cases:
                 wall, run_s, mean_ms = makespan(loop, n, Path(tmp), **runtime)
                 packing = mean_ms / 1000 * n / (run_s * 6)
+                ratios.append((loop, label, ideal / wall))
                 rows.append([loop, label, n, f"{ideal:.2f}", f"{wall:.2f}", f"{ideal / wall:.3f}",
                              f"{run_s:.2f}", f"{mean_ms:.2f}", f"{packing:.3f}"])
     print(table(rows, ["loop", "runtime", "tasks", "ideal s", "actual s", "ideal/actual", "run s (log)",
@@ -87,6 +89,9 @@ def main() -> None:
     print("loop: uvloop is what codex-flow run and cf.run() use; asyncio is a notebook's loop "
           "(run_async, dashboard)\nthe endpoint (codex-flow serve) runs on uvloop either way")
     print("\ntarget: ideal/actual >= 0.98 for both")
+    verdict("packing", all(r >= 0.98 for *_, r in ratios), "ideal/actual >= 0.98 for the stub and "
+            "HTTP runtimes: " + "; ".join(f"{loop} {label} {r:.3f}" for loop, label, r in ratios),
+            short=args.short)
 
 
 if __name__ == "__main__":

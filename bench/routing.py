@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import header, parser, table
+from _common import header, parser, table, verdict
 
 from codexflow_nb.ranking import rank
 from codexflow_nb.registry import BUNDLED_AGENTS, Registry, load_registry, read_yaml_file
@@ -33,6 +33,7 @@ from codexflow_nb.routing import load_triggers, route_text
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "routing"
 TARGET_TOP1, TARGET_TOP3 = 0.90, 0.97
+TARGET_SECONDS = 1.0  # 1,000 routes over 100 agents
 
 
 def load_half(name: str) -> list[dict[str, str]]:
@@ -109,6 +110,7 @@ def main() -> None:
               f"triggers-only top-1 {b1:.3f}); 1,000 routes over {len(big)} agents "
               f"{route_cpu:.2f} s CPU ({route_wall:.2f} s wall), the ranker's share "
               f"{rank_cpu / max(route_cpu, 1e-9):.0%}")
+        report(h1, h3, route_cpu, route_wall, short=True)
         return
     header("routing plain requests")
     rows = []
@@ -128,6 +130,16 @@ def main() -> None:
                       "tuning": {"top1": round(results["tuning"][0][0], 3),
                                  "top3": round(results["tuning"][0][1], 3)},
                       "cpu_seconds_1000_routes_100_agents": round(route_cpu, 3)}))
+    report(h1, h3, route_cpu, route_wall, short=False)
+
+
+def report(top1: float, top3: float, cpu: float, wall: float, *, short: bool) -> None:
+    """One verdict for the three targets: held-out top-1 and top-3, and the speed (CPU time,
+    the steadier figure on a shared machine; the wall time is shown beside it)."""
+    verdict("routing", top1 >= TARGET_TOP1 and top3 >= TARGET_TOP3 and cpu < TARGET_SECONDS,
+            f"held-out top-1 {top1:.3f} (>= {TARGET_TOP1}), top-3 {top3:.3f} (>= {TARGET_TOP3}), "
+            f"1,000 routes over 100 agents {cpu:.2f} s CPU, {wall:.2f} s wall (< "
+            f"{TARGET_SECONDS:g} s)", short=short)
 
 
 if __name__ == "__main__":

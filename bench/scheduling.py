@@ -10,7 +10,7 @@ import gc
 import time
 from pathlib import Path
 
-from _common import ZeroRuntime, disk_tmp, header, loop_kinds, parser, run_on, table
+from _common import ZeroRuntime, disk_tmp, header, loop_kinds, parser, run_on, table, verdict
 
 from codexflow_nb import Plan, load_registry
 from codexflow_nb.aliases import Aliases
@@ -58,11 +58,13 @@ def main() -> None:
     sizes = [1_000, 4_000] if args.short else [1_000, 10_000, 20_000, 100_000]
     header("scheduling overhead")
     rows = []
+    rates: list[tuple[float, str]] = []  # (engine tasks/s, where) for the verdict
     with disk_tmp() as tmp:
         for loop in loop_kinds():
             for n in sizes:
                 base = run_on(loop, bare(n))
                 eng = engine_run(loop, n, Path(tmp), store=False)
+                rates.append((n / eng, f"{loop}, {n:,} tasks"))
                 eng_store = engine_run(loop, n, Path(tmp), store=n <= 20_000)
                 rows.append([loop, n, f"{n / base:,.0f}", f"{n / eng:,.0f}",
                              f"{eng / n * 1e6:.1f}", f"{base / eng:.2f}",
@@ -70,6 +72,9 @@ def main() -> None:
     print(table(rows, ["loop", "tasks", "bare tasks/s", "engine tasks/s", "us/task", "engine/bare",
                        "with .runs tasks/s"]))
     print("\nengine: events to a real log file (4 lines per task: queued, started, telemetry, complete); target >= 20,000 tasks/s")
+    low, where = min(rates)
+    verdict("scheduling", low >= 20_000, f"engine with events >= 20,000 tasks/s: lowest "
+            f"{low:,.0f} tasks/s ({where})", short=args.short)
 
 
 if __name__ == "__main__":

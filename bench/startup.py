@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from _common import disk_tmp, header, median, parser, table
+from _common import disk_tmp, header, median, parser, table, verdict
 
 
 def timed(cmd: list[str], cwd: str) -> float:
@@ -29,11 +29,16 @@ def main() -> None:
                  ("codex-flow run --example", [sys.executable, "-m", "codexflow_nb", "run",
                                                "--example"], 1.5)]
         base = None
+        checks: list[tuple[bool, str]] = []
         for label, cmd, target in cases:
             t = median([timed(cmd, tmp) for _ in range(repeats)])
             base = base or t
+            if target:
+                checks.append((t < target, f"{label} {t:.3f} s (< {target} s)"))
             rows.append([label, f"{t:.3f}", f"{t / base:.1f}x", f"{target} s" if target else "-"])
     print(table(rows, ["command", "median s", "vs interpreter", "target"]))
+    verdict("startup", all(ok for ok, _ in checks), "; ".join(text for _, text in checks),
+            short=args.short)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,12 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import time
 from typing import Any
 
 import comm
+from _common import verdict
 from comm.base_comm import BaseComm
 
 from codexflow_nb.api import prepare_run
@@ -133,6 +135,7 @@ def main() -> None:
     live = [asyncio.run(measure_live_view(args.chunks, spacing, iv)) for iv in (0.0, 0.1)]
     if args.json:
         print(json.dumps({"panel": rows, "live_view": live}, indent=2))
+        report(rows, args.short, file=sys.stderr)  # stdout stays JSON
         return
     print(f"{args.chunks} chunks, one every {args.spacing_ms} ms, median of {args.repeat} runs\n")
     print(f"{'case':<40} {'run s':>6} {'output msgs':>11} {'all msgs':>8} {'KiB':>8} "
@@ -144,6 +147,21 @@ def main() -> None:
     print("\n%%codexflow live view (display updates for the same stream):")
     for r in live:
         print(f"  interval {r['interval_s']} s: {r['display_updates']} updates")
+    report(rows, args.short)
+
+
+def report(rows: list[dict[str, Any]], short: bool, file: Any = None) -> None:
+    """The verdict: with coalescing, the last chunk reaches the front end within the interval
+    (plus 10 ms for the loop's timers) and a task's output area gets at most one message per
+    interval (plus the first and the last)."""
+    coalesced = [r for r in rows if r["interval_s"] > 0]
+    late = max(r["last_chunk_delay_max_ms"] for r in coalesced)
+    ok = all(r["last_chunk_delay_max_ms"] <= r["interval_s"] * 1000 + 10
+             and r["output_msgs"] <= r["run_s"] / r["interval_s"] + 2 for r in coalesced)
+    msgs = ", ".join(f"{r['output_msgs']:g} in {r['run_s']:g} s" for r in coalesced)
+    verdict("stream_coalescing", ok, f"coalesced at 0.1 s, last chunk shown within the interval "
+            f"+ 10 ms (max {late:g} ms) and at most one output message per interval ({msgs}; "
+            f"{rows[0]['output_msgs']:g} without coalescing)", short=short, file=file)
 
 
 if __name__ == "__main__":
