@@ -118,9 +118,17 @@ def unknown_agent(alias: str, agent_id: str, registry: Registry) -> str | None:
 
 def plan_problems(plan: Plan, aliases: Mapping[str, Any], registry: Registry,
                   resolved: Aliases | None = None) -> list[str]:
+    """What stops ``plan`` from running with the alias map ``aliases`` (see
+    :func:`check_plan`)."""
+    return check_plan(plan, aliases, registry, resolved)[0]
+
+
+def check_plan(plan: Plan, aliases: Mapping[str, Any], registry: Registry,
+               resolved: Aliases | None = None) -> tuple[list[str], dict[str, int]]:
     """What stops ``plan`` from running with the alias map ``aliases`` (names, or a
     validated :class:`Aliases` as ``resolved``): tasks naming no alias or agent (with a
-    suggestion), then the plan's own checks, without absolute paths."""
+    suggestion), then the plan's own checks, without absolute paths; and, when it can run,
+    each alias's parallel-task limit."""
     out = []
     for name in dict.fromkeys(t.alias for t in plan.tasks):
         if name in aliases:
@@ -134,12 +142,12 @@ def plan_problems(plan: Plan, aliases: Mapping[str, Any], registry: Registry,
             out.append(f"tasks: {name!r} is neither an alias ({', '.join(aliases) or 'none'}) "
                        f"nor an agent{hint}")
     if out or resolved is None:
-        return out
+        return out, {}
     try:
-        plan.validate(registry, resolved)
+        limits = plan.validate(registry, resolved)
     except ConfigError as exc:
-        return [plain(p, registry) for p in exc.problems]
-    return []
+        return [plain(p, registry) for p in exc.problems], {}
+    return [], {a: r.max_parallel_tasks for a, r in limits.items()}
 
 
 class AliasRow(Composed, w.VBox):

@@ -18,7 +18,7 @@ from ..api import EXAMPLE_TASKS, RunResult
 from ..errors import ConfigError
 from ..plan import Plan
 from ..registry import Registry, load_registry
-from .aliases import AliasEditor, plain, plan_problems
+from .aliases import AliasEditor, check_plan, plain
 from .lifecycle import Composed
 from .picker import AgentPicker
 from .plan_graph import PlanGraph
@@ -50,8 +50,9 @@ class Dashboard(Composed, w.VBox):
         else:
             task_view = w.HTML("<p>Running a fixed plan; its tasks are shown in the Plan tab.</p>")
         self.graph = PlanGraph()
-        self._plan: Plan | None = None
-        self._problems: list[str] = []
+        #: the last check of the inputs (refresh() runs after every edit): plan, problems
+        #: of the editors' fields, problems of the plan, limits per alias
+        self._checked: tuple[Plan | None, list[str], list[str], dict[str, int]] | None = None
         self.panel = RunPanel(source=self.inputs, registry=self.registry, show_problems=False,
                               **run_options)
         self.panel.subscribers.append(self.graph.on_event)
@@ -77,7 +78,13 @@ class Dashboard(Composed, w.VBox):
 
     def check(self) -> tuple[Plan | None, list[str], list[str]]:
         """The plan as typed (None if it cannot be read), the problems of the editors' own
-        fields, and the problems of the plan with these aliases (shown next to the tasks)."""
+        fields, and the problems of the plan with these aliases (shown next to the tasks).
+        Checked again after every edit; this returns the last check."""
+        if self._checked is None:
+            self._checked = self._check()
+        return self._checked[:3]
+
+    def _check(self) -> tuple[Plan | None, list[str], list[str], dict[str, int]]:
         own = list(self.alias_editor.problems)
         if self.task_editor is not None:
             own += self.task_editor.problems
@@ -88,11 +95,12 @@ class Dashboard(Composed, w.VBox):
         except ConfigError as exc:
             if self.task_editor is not None and not self.task_editor.problems:
                 cross = [plain(p, self.registry) for p in exc.problems]
+        limits: dict[str, int] = {}
         if plan is not None:
             names = self.alias_editor.value
             resolved = None if self.alias_editor.problems else self.alias_editor.aliases()
-            cross = plan_problems(plan, names, self.registry, resolved)
-        return plan, own, cross
+            cross, limits = check_plan(plan, names, self.registry, resolved)
+        return plan, own, cross, limits
 
     @property
     def problems(self) -> w.HTML:
@@ -111,7 +119,8 @@ class Dashboard(Composed, w.VBox):
         plan, own, cross = self.check()
         if own or cross or plan is None:
             raise ConfigError(list(dict.fromkeys(own + cross)) or ["no tasks"])
-        return {"plan": plan, "aliases": self.alias_editor.aliases()}
+        assert self._checked is not None
+        return {"plan": plan, "aliases": self.alias_editor.aliases(), "limits": self._checked[3]}
 
     def refresh(self) -> None:
         """Re-check the inputs after an edit: each problem next to its field and counted by
@@ -119,12 +128,12 @@ class Dashboard(Composed, w.VBox):
         if self.task_editor is not None:
             self.task_editor.set_aliases(self.alias_editor.value)
         agents = {a: s["id"] for a, s in self.alias_editor.value.items()}
+        self._checked = self._check()
         plan, own, cross = self.check()
         if self.task_editor is not None:
             self.task_editor.set_extra_problems(cross)
         self.graph.set_plan(plan, agents, cross if self.task_editor is None else None)
         problems = list(dict.fromkeys(own + cross))
-        self._plan, self._problems = plan, problems
         if self.panel.running:
             return
         if problems or plan is None:

@@ -1,4 +1,4 @@
-"""PlanGraph: a plan drawn with plotly, its status fills following a run live.
+"""PlanGraph: a plan as a graph whose node fills follow a run live.
 
 Two views, both under about 700 px high at any size:
 
@@ -12,10 +12,9 @@ Two views, both under about 700 px high at any size:
   tasks view.
 
 Status is the fill (Okabe-Ito), the alias is the outline colour and the marker shape, and the
-legend says so. The figure is plain plotly JSON in an ``Output``: built once per plan (or
-expansion), and during a run only its status arrays are patched and sent again, at most
-once per ``interval`` seconds (1 s) and not while the graph is hidden. plotly is only needed
-for :func:`build_figure`.
+legend says so. The widget draws SVG (:mod:`.plan_svg`), at most once per ``interval``
+seconds (1 s) during a run and not while hidden; :func:`build_figure` gives the same views
+as plotly figures (plotly JSON built without plotly by :func:`plan_spec`).
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from html import escape
 from typing import Any
 
 import ipywidgets as w
-import orjson
 
 from ..events import TERMINAL_KINDS, Event
 from ..plan import _UNSET, Plan, PlanTask
@@ -319,21 +317,6 @@ def tasks_spec(plan: Plan, statuses: Mapping[str, str] | None = None, *,
     return {"data": data, "layout": layout, "config": dict(CONFIG)}, index
 
 
-def restyle_tasks(spec: dict[str, Any], index: Mapping[str, tuple[int, int]],
-                  statuses: Mapping[str, str]) -> bool:
-    """Patch the status fills of a tasks view in place; False when a status needs a legend
-    entry the figure lacks (build it again)."""
-    legend = {d["name"] for d in spec["data"] if d.get("legendgroup") == "status"}
-    if any(s not in legend for s in set(statuses.values())):
-        return False
-    data = spec["data"]
-    for key, (trace, point) in index.items():
-        status = statuses.get(key, "planned")
-        data[trace]["customdata"][point] = status
-        data[trace]["marker"]["color"][point] = status_fill(status)
-    return True
-
-
 # -- the groups view ------------------------------------------------------------------------------
 
 def groups_of(plan: Plan) -> list[tuple[str, int, list[str]]]:
@@ -520,9 +503,10 @@ def figure_bundle(fig: Any) -> dict[str, Any]:
 class PlanGraph(Composed, w.VBox):
     """The plan as a graph; feed it run events (``on_event``) to fill nodes by status.
 
+    Drawn as SVG in an ``HTML`` widget (:mod:`.plan_svg`): one cheap swap per redraw.
     ``interval`` is the least time between two redraws during a run; while ``visible`` is
     False (the dashboard's Plan tab is not shown) nothing is sent, and the graph catches up
-    when it is shown again.
+    when it is shown again. :meth:`figure` gives the same view as a plotly figure.
     """
 
     def __init__(self, plan: Plan | None = None, *, agents: Mapping[str, str] | None = None,
@@ -531,22 +515,19 @@ class PlanGraph(Composed, w.VBox):
         self.agents = dict(agents or {})
         self.statuses: dict[str, str] = {}
         self.aggregate_above = aggregate_above
-        self.renders = 0  # figures sent to the front end
-        self.builds = 0  # figures laid out from scratch
+        self.renders = 0  # drawings sent to the front end
         self.visible = True
         self._stale = False
-        self._spec: dict[str, Any] | None = None
-        self._index: dict[str, tuple[int, int]] = {}
-        self._groups: list[tuple[str, int, list[str]]] = []
         self._syncing = False
         self.message = w.HTML()
         self.show = w.Dropdown(options=[(ALL_GROUPS, ALL_GROUPS)], value=ALL_GROUPS,
                                description="show",
                                layout=w.Layout(width="420px", display="none"))
-        self.out = w.Output(layout=w.Layout(min_height="260px"))
+        self.show.add_class("codexflow-show")
+        self.view = w.HTML(layout=w.Layout(min_height="120px"))
         self._throttle = Throttle(self._flush, interval)
         self.show.observe(lambda _c: self._show_changed(), names="value")
-        super().__init__([self.message, self.show, self.out])
+        super().__init__([self.message, self.show, self.view])
         self.render()
 
     # -- what is shown -----------------------------------------------------------------------
@@ -581,8 +562,7 @@ class PlanGraph(Composed, w.VBox):
         keep = self.show.value if self.show.value in [v for _l, v in options] else ALL_GROUPS
         self._syncing = True
         try:
-            if [v for _l, v in self.show.options] != [v for _l, v in options] or \
-                    [lbl for lbl, _v in self.show.options] != [lbl for lbl, _v in options]:
+            if list(self.show.options) != options:
                 self.show.options = options
             self.show.value = keep
         finally:
@@ -599,12 +579,28 @@ class PlanGraph(Composed, w.VBox):
             self.render()
 
     def figure(self) -> Any:
-        """The figure shown now, as a ``go.Figure`` (None without tasks)."""
+        """The view shown now as a plotly ``go.Figure`` (None without tasks)."""
         if self.plan is None or not len(self.plan):
             return None
         return build_figure(self.plan, self.statuses, agents=self.agents,
-                            aggregate=len(self.plan) > self.aggregate_above,
-                            group=self.group)
+                            aggregate=len(self.plan) > self.aggregate_above, group=self.group)
+
+    def html(self) -> str:
+        """The view shown now (HTML with an inline SVG)."""
+        from .plan_svg import groups_svg, tasks_svg
+
+        plan = self.plan
+        if plan is None or not len(plan):
+            return "<i>no tasks to draw</i>"
+        group = self.group
+        if group is None and len(plan) > self.aggregate_above:
+            return groups_svg(plan, self.statuses, agents=self.agents)
+        if group is None:
+            return tasks_svg(plan, self.statuses, agents=self.agents)
+        keys = next((k for a, i, k in groups_of(plan) if (a, i) == tuple(group)), [])
+        return tasks_svg(plan, self.statuses, agents=self.agents, keys=keys, title=(
+            f"{group[0]} · {plan.phases[group[1]].name}: {len(keys)} task(s) (choose "
+            f"'{ALL_GROUPS}' under 'show' to go back)"))
 
     def set_visible(self, visible: bool) -> None:
         """Hidden graphs send nothing; shown again, they draw what they missed."""
@@ -636,8 +632,7 @@ class PlanGraph(Composed, w.VBox):
 
     # -- drawing ------------------------------------------------------------------------------
     def render(self) -> None:
-        """Lay the figure out again and draw it now."""
-        self._spec = None
+        """Draw now."""
         self._throttle.cancel()
         self._publish()
 
@@ -649,38 +644,8 @@ class PlanGraph(Composed, w.VBox):
 
     def _publish(self) -> None:
         self._stale = False
-        plan = self.plan
-        if plan is None or not len(plan):
-            self._spec = None
-            self._send({"text/plain": "no tasks to draw"})
-            return
-        if self._spec is not None:  # a run: patch the status arrays only
-            if self._groups:
-                restyle_groups(self._spec, plan, self._groups, self.statuses)
-            elif not restyle_tasks(self._spec, self._index, self.statuses):
-                self._spec = None
-        if self._spec is None:
-            self.builds += 1
-            group = self.group
-            if group is None and len(plan) > self.aggregate_above:
-                self._spec, self._groups = groups_spec(plan, self.statuses, agents=self.agents)
-                self._index = {}
-            else:
-                keys = None
-                title = None
-                if group is not None:
-                    keys = next((k for a, i, k in groups_of(plan) if (a, i) == tuple(group)), [])
-                    title = (f"{group[0]} · {plan.phases[group[1]].name}: {len(keys)} task(s) "
-                             "(choose 'all groups' under 'show' to go back)")
-                self._spec, self._index = tasks_spec(plan, self.statuses, agents=self.agents,
-                                                     keys=keys, title=title)
-                self._groups = []
-        # a copy: the front end gets the patched arrays, the next patch starts from ours
-        self._send(figure_bundle(orjson.loads(orjson.dumps(self._spec))))
-
-    def _send(self, data: dict[str, Any]) -> None:
         self.renders += 1
-        self.out.outputs = ({"output_type": "display_data", "metadata": {}, "data": data},)
+        self.view.value = self.html()
 
     def _stop(self) -> None:
         self._throttle.cancel()

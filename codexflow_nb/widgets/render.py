@@ -20,6 +20,22 @@ from .state import RunState, TaskState, step_level
 
 #: Streamed text kept per task in renderings (the tail; the whole text is in ``.runs``).
 TAIL_CHARS = 4000
+#: Tasks listed one by one in a rendering (beyond: those that need a look first, and a count
+#: of the rest; see ``RunState.listed``): 5,000 tasks must not mean 5,000 blocks in a page.
+MAX_TASKS = 100
+#: Tasks listed in a live view, redrawn up to ten times a second.
+LIVE_TASKS = 50
+#: In a live view (``LiveView``): a user's opened blocks stay open when the view is redrawn
+#: (JupyterLab reuses the output's element; this remembers open blocks by task key there).
+KEEP_OPEN_JS = (
+    "<script>(function(){var s=document.currentScript,r=s&&s.parentNode,h=r&&r.parentNode;"
+    "if(!h)return;if(h.__cfOpen){h.__cfRestore();return;}var o=h.__cfOpen={};"
+    "var k=function(d){var c=d.querySelector('summary code');return c?c.textContent:null;};"
+    "h.addEventListener('toggle',function(e){var d=e.target;if(d.tagName==='DETAILS'){"
+    "var n=k(d);if(n!==null)o[n]=d.open;}},true);var f=h.__cfRestore=function(){"
+    "h.querySelectorAll('details').forEach(function(d){var n=k(d);"
+    "if(n!==null&&o[n]&&!d.open)d.open=true;});};"
+    "new MutationObserver(f).observe(h,{childList:true});f();})();</script>")
 
 STATUS_COLORS = {
     "planned": "#9e9e9e", "queued": "#bdbdbd", "running": "#1e88e5", "completed": "#43a047",
@@ -197,13 +213,16 @@ def _task_line(t: TaskState) -> str:
     return f"{t.key} ({t.alias}) {t.status}{ms}{steps}{detail}"
 
 
-def render_text(state: RunState, *, streamed: bool = True) -> str:
+def render_text(state: RunState, *, streamed: bool = True, max_tasks: int | None = MAX_TASKS) -> str:
     """The run as plain text (``text/plain`` of every bundle)."""
     lines = [f"codexflow · {headline(state)}"]
     for a in state.aliases.values():
         limit = f" · running {a.running}/{a.limit}" if a.limit else ""
         lines.append(f"  {a.alias:<16} {text_bar(a.done, a.total)} {a.done}/{a.total}{limit}")
-    for t in state.tasks.values():
+    tasks, left_out = state.listed(max_tasks)
+    if left_out:
+        lines.append(f"  ({left_out} more tasks not listed)")
+    for t in tasks:
         lines.append(f"  - {_task_line(t)}")
         if streamed and t.log and not t.finished:
             lines.append(f"      {_last_line(t)[:100]}")
@@ -228,11 +247,17 @@ def _alias_table(state: RunState) -> str:
             f"<th>statuses</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
-def render_html(state: RunState, *, streamed: bool = True) -> str:
-    """The run as HTML: headline, per-alias table, one collapsible block per task."""
+def render_html(state: RunState, *, streamed: bool = True, max_tasks: int | None = MAX_TASKS,
+                keep_open: bool = False) -> str:
+    """The run as HTML: headline, per-alias table, one collapsible block per task (up to
+    ``max_tasks``); ``keep_open`` for a view that is redrawn (see ``KEEP_OPEN_JS``)."""
     parts = [f"<div class='codexflow-run'><p><b>codexflow</b> · {escape(headline(state))}</p>",
              _alias_table(state)]
-    for t in state.tasks.values():
+    tasks, left_out = state.listed(max_tasks)
+    if left_out:
+        parts.append(f"<p><i>{len(tasks)} of {state.total} tasks listed (those that need a "
+                     "look first)</i></p>")
+    for t in tasks:
         ms = f" · {t.ms:.0f} ms" if t.ms is not None else ""
         ms += f" · {step_count(t)}" if t.steps else ""
         body = ""
@@ -242,13 +267,15 @@ def render_html(state: RunState, *, streamed: bool = True) -> str:
             body += f"<div style='color:#e53935'>{escape(t.error)}</div>"
         parts.append(f"<details><summary><code>{escape(t.key)}</code> · {escape(t.alias)} · "
                      f"{_badge(t.status)}{ms}</summary>{body}</details>")
-    parts.append("</div>")
+    parts.append((KEEP_OPEN_JS if keep_open else "") + "</div>")
     return "".join(parts)
 
 
-def summary_html(state: RunState, *, streamed: bool = True) -> str:
-    """A static end-of-run summary: final statuses per alias and per task, and (collapsed)
-    the tail of each task's streamed text."""
+def summary_html(state: RunState, *, streamed: bool = True,
+                 max_tasks: int | None = MAX_TASKS) -> str:
+    """A static end-of-run summary: final statuses per alias and per task (up to
+    ``max_tasks``), and (collapsed) the tail of each listed task's streamed text."""
+    listed, left_out = state.listed(max_tasks)
     rows = "".join(
         f"<tr><td>{escape(r['alias'])}</td><td>{escape(r['agent'])}</td><td>{r['limit'] or '-'}</td>"
         f"<td>{r['tasks']}</td><td>{r['completed']}</td><td>{r['other']}</td>"
@@ -262,7 +289,10 @@ def summary_html(state: RunState, *, streamed: bool = True) -> str:
            f"<td style='text-align:left'>{escape(changes_line(t.changes) if t.changes else '-')}</td>"
            if agents else "")
         + f"<td style='text-align:left'>{escape((t.error or t.summary or '')[:160])}</td></tr>"
-        for t in state.tasks.values())
+        for t in listed)
+    if left_out:
+        tasks += (f"<tr><td colspan='{7 if agents else 5}' style='text-align:left'><i>… "
+                  f"{left_out} more tasks not listed (all are in the event log)</i></td></tr>")
     agent_heads = "<th>steps</th><th>changes</th>" if agents else ""
     return (f"<div class='codexflow-summary'><p><b>codexflow</b> · {escape(headline(state))}</p>"
             "<table><thead><tr><th>alias</th><th>agent</th><th>limit</th><th>tasks</th>"
@@ -270,14 +300,14 @@ def summary_html(state: RunState, *, streamed: bool = True) -> str:
             f"<tbody>{rows}</tbody></table>"
             "<table><thead><tr><th>task</th><th>alias</th><th>status</th><th>ms</th>"
             f"{agent_heads}<th>summary / error</th></tr></thead><tbody>{tasks}</tbody></table>"
-            f"{_streamed_blocks(state) if streamed else ''}</div>")
+            f"{_streamed_blocks(listed) if streamed else ''}</div>")
 
 
-def _streamed_blocks(state: RunState) -> str:
+def _streamed_blocks(tasks: list[TaskState]) -> str:
     return "".join(
         f"<details><summary>streamed: <code>{escape(t.key)}</code> ({t.chars} characters"
         f"{f', {step_count(t)}' if t.steps else ''})</summary>{transcript_html(t)}</details>"
-        for t in state.tasks.values() if t.log)
+        for t in tasks if t.log)
 
 
 def bundle(state: RunState, *, final: bool = False) -> dict[str, str]:
@@ -333,7 +363,8 @@ class LiveView:
 
     def _flush(self, _key: Hashable) -> None:
         self.updates += 1
-        self._publish(bundle(self.state))
+        self._publish({"text/html": render_html(self.state, keep_open=True, max_tasks=LIVE_TASKS),
+                       "text/plain": render_text(self.state, max_tasks=LIVE_TASKS)})
 
 
 async def run_live(tasks: Any = None, *, plan: Any = None, interval: float = 0.1,

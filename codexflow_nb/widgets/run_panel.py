@@ -161,6 +161,7 @@ class RunPanel(Composed, w.VBox):
         self.overall = w.IntProgress(value=0, min=0, max=1, description="all",
                                      bar_style="info", layout=w.Layout(width="60%"))
         self.overall_label = w.HTML()
+        self.overall_label.add_class("codexflow-headline")  # found by tests in a browser
         self.alias_bars: dict[str, w.IntProgress] = {}
         self.alias_labels: dict[str, w.HTML] = {}
         self.alias_box = w.VBox()
@@ -275,7 +276,7 @@ class RunPanel(Composed, w.VBox):
         inputs = dict(self._source())
         plan = _plan_from(inputs)
         try:
-            run = prepare_run(plan=plan, aliases=inputs.get("aliases"),
+            run = prepare_run(plan=plan, aliases=inputs.get("aliases"),  # validates the plan
                               registry=inputs.get("registry") or self.registry,
                               runtime=self.runtime.value, on_event=self._on_event,
                               stream=self.stream.value, **self.runtime_options(),
@@ -338,6 +339,8 @@ class RunPanel(Composed, w.VBox):
     def _limits(self, plan: Plan, inputs: Mapping[str, Any]) -> tuple[dict[str, int], list[str]]:
         """Each alias's parallel-task limit, shown before the run starts, and what stops the
         plan from running (Run reports it too)."""
+        if isinstance(inputs.get("limits"), Mapping):  # checked by the source (the dashboard)
+            return dict(inputs["limits"]), []
         aliases = inputs.get("aliases")
         try:
             if self.registry is None:

@@ -16,6 +16,9 @@ from ..plan import Plan
 #: Status of a task before it reaches the engine's queue.
 PLANNED = "planned"
 ACTIVE = ("queued", "running")
+#: Which tasks a long listing keeps first (:meth:`RunState.listed`).
+LIST_ORDER = ("failed", "timeout", "rejected", "skipped", "running", "queued", "cancelled",
+              "completed", PLANNED)
 
 
 def step_level(step: Event) -> str:
@@ -214,6 +217,17 @@ class RunState:
             err = event.get("error")
             task.error = err.get("message") if isinstance(err, dict) else None
         return key
+
+    def listed(self, limit: int | None) -> tuple[list[TaskState], int]:
+        """The tasks a rendering lists, in plan order, and how many it leaves out: all of
+        them up to ``limit``; beyond it, those that need a look first (failed, timed out,
+        rejected, skipped, then running and queued), then cancelled, completed and planned."""
+        tasks = list(self.tasks.values())
+        if limit is None or len(tasks) <= limit:
+            return tasks, 0
+        rank = {s: i for i, s in enumerate(LIST_ORDER)}
+        chosen = sorted(range(len(tasks)), key=lambda i: (rank.get(tasks[i].status, 0), i))[:limit]
+        return [tasks[i] for i in sorted(chosen)], len(tasks) - limit
 
     def summary_rows(self) -> list[dict[str, Any]]:
         """Per-alias rows for summary tables."""
