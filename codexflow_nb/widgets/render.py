@@ -22,9 +22,9 @@ from .state import RunState, TaskState, step_level
 TAIL_CHARS = 4000
 #: Tasks listed one by one in a rendering (beyond: those that need a look first, and a count
 #: of the rest; see ``RunState.listed``): 5,000 tasks must not mean 5,000 blocks in a page.
-MAX_TASKS = 100
+MAX_TASKS = 50
 #: Tasks listed in a live view, redrawn up to ten times a second.
-LIVE_TASKS = 50
+LIVE_TASKS = 30
 #: In a live view (``LiveView``): a user's opened blocks stay open when the view is redrawn
 #: (JupyterLab reuses the output's element; this remembers open blocks by task key there).
 KEEP_OPEN_JS = (
