@@ -1,6 +1,8 @@
-"""``codex-flow report``: summarise runs from the event log; write HTML, CSV and OTLP/JSON.
+"""``codex-flow report``: summarise runs from the event log; write HTML, CSV and OpenTelemetry
+spans (OTLP/JSON or OTLP/protobuf files, or a push to an OTLP/HTTP receiver).
 
-pandas, pyarrow and plotly load only when the command runs.
+pandas, pyarrow and plotly load only when the command runs; opentelemetry-proto only for OTLP
+protobuf.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", metavar="DIR", help="write tasks, aliases, runs, concurrency and "
                                                 "critical-path CSVs to DIR")
     p.add_argument("--otlp-json", metavar="OUT", help="write the runs as OpenTelemetry spans (OTLP/JSON)")
+    p.add_argument("--otlp-proto", metavar="OUT",
+                   help="write the runs as OTLP/protobuf (a serialized ExportTraceServiceRequest; "
+                        "extra: otel)")
+    p.add_argument("--otlp-endpoint", metavar="URL",
+                   help="send the runs to an OTLP/HTTP receiver as protobuf: POST URL/v1/traces "
+                        "(Phoenix: http://HOST:6006, a collector: http://HOST:4318); headers "
+                        "from $OTEL_EXPORTER_OTLP_HEADERS (extra: otel)")
     p.add_argument("--pricing", metavar="FILE", help="prices merged over the shipped table "
                                                      "(default $CODEXFLOW_PRICING)")
     p.set_defaults(func=cmd_report)
@@ -42,6 +51,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise ConfigError(f"codex-flow report needs the analysis extra: pip install "
                           f"'codexflow-nb[analysis]' ({exc})") from None
+    from ..analysis import otel
+
+    if args.otlp_endpoint:  # a bad URL or header exits 2 before any work
+        otel.Sender.from_env(args.otlp_endpoint)
+    if args.otlp_proto or args.otlp_endpoint:
+        otel.proto_modules()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", analysis.EventLogWarning)
         events = analysis.load_events(args.log_file)
@@ -64,12 +79,26 @@ def cmd_report(args: argparse.Namespace) -> int:
         for name, frame in frames.items():
             frame.to_csv(out / f"{name}.csv", index=name in ("aliases", "runs"))
         print(f"csv: {', '.join(str(out / f'{n}.csv') for n in frames)}")
+    doc = (otel.to_otel(events, pricing=pricing)
+           if args.otlp_json or args.otlp_proto or args.otlp_endpoint else None)
+    what = f"{len(runs)} trace(s), {len(tasks) + len(runs)} spans"
     if args.otlp_json:
-        _write(Path(args.otlp_json), json.dumps(analysis.to_otel(events, pricing=pricing)))
-        print(f"otlp: {args.otlp_json} ({len(runs)} trace(s), {len(tasks) + len(runs)} spans)")
+        _write(Path(args.otlp_json), json.dumps(doc))
+        print(f"otlp: {args.otlp_json} ({what})")
+    if args.otlp_proto:
+        _write(Path(args.otlp_proto), otel.to_proto(doc).SerializeToString())
+        print(f"otlp: {args.otlp_proto} (protobuf, {what})")
     if args.html:
         _write(Path(args.html), html_report(tasks, aliases, runs, crit, args.log_file))
         print(f"html: {args.html}")
+    if args.otlp_endpoint:
+        try:
+            spans, requests = otel.export_otlp(doc, args.otlp_endpoint)
+        except otel.OtlpExportError as exc:
+            print(f"codex-flow: error: OTLP export failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"otlp: sent {spans} spans to {otel.traces_url(args.otlp_endpoint)} "
+              f"({requests} request{'s' if requests != 1 else ''})")
     return 0
 
 
@@ -99,11 +128,14 @@ def _mkdir(path: Path) -> None:
         raise ConfigError(f"{path}: cannot create the folder: {exc.strerror or exc}") from None
 
 
-def _write(path: Path, text: str) -> None:
+def _write(path: Path, data: str | bytes) -> None:
     try:
         if path.parent != Path():
             path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot write: {exc.strerror or exc}") from None
 

@@ -84,6 +84,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--runs-dir", default=".runs", help="run store folder")
     out.add_argument("--fsync", choices=["every", "batch", "never"], default="batch",
                      help="when the event log is synced to disk (default batch)")
+    out.add_argument("--otlp-endpoint", metavar="URL",
+                     help="send OpenTelemetry spans while the run goes on: OTLP/HTTP protobuf to "
+                          "URL/v1/traces, headers from $OTEL_EXPORTER_OTLP_HEADERS (extra: otel)")
     for extend in _EXTENSIONS:
         extend(p)
     p.set_defaults(func=cmd_run)
@@ -355,6 +358,18 @@ async def _execute(run: Run) -> RunResult:
     return await run.execute()
 
 
+def _otlp_exporter(url: str) -> Any:
+    """``--otlp-endpoint``: the live exporter; a bad URL or header, or a missing package, is a
+    ConfigError before anything runs. Failed exports are one warning line."""
+    try:
+        from ..analysis.otel_live import OtlpExporter
+    except ImportError as exc:
+        raise ConfigError(f"--otlp-endpoint needs the otel extra: pip install "
+                          f"'codexflow-nb[otel]' ({exc})") from None
+    return OtlpExporter(url, on_warning=lambda message: print(
+        f"codex-flow: warning: {message}", file=sys.stderr, flush=True))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     loops.loop_factory()  # a bad $CODEXFLOW_LOOP fails before anything is written
     rt_options = runtime_options(args)
@@ -363,6 +378,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     tasks, plan = _source(args)
     view = TerminalView(sys.stderr if args.json else sys.stdout) if args.verbose else None
     dry = args.dry_run
+    exporter = _otlp_exporter(args.otlp_endpoint) if args.otlp_endpoint else None
     run = prepare_run(
         tasks, plan=plan, aliases=_aliases(args), runtime=args.runtime, agents_dir=args.agents_dir,
         on_event=view, resume=args.resume, max_concurrency=args.max_concurrency,
@@ -388,11 +404,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress = progress_view(sys.stdout, enabled=not args.no_progress, totals=totals)
         if progress is not None:
             run.bus.subscribe(progress)
+    if exporter is not None:
+        run.bus.subscribe(exporter)
     try:
         result = loops.run(_execute(run))
     finally:
         if progress is not None:
             progress.close()
+        if exporter is not None:
+            exporter.close()  # the last spans and the run span
     if args.json:
         summary = result.summary()
         summary["tasks"] = ([t.to_dict() for t in result.tasks] if args.verbose else [
