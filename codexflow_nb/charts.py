@@ -6,6 +6,7 @@ plotly is imported when a chart is drawn, never by ``import codexflow_nb``.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import shutil
@@ -216,7 +217,7 @@ def use_static_fallback(strict: bool = False) -> bool:
                                 category=UserWarning)
     _STATIC.update(png=problem is None, problem=problem, plotlyjs_sent=False, figures=0)
     if _in_kernel():
-        pio.renderers[RENDERER] = _NotebookRenderer()
+        pio.renderers[RENDERER] = _notebook_renderer()
         pio.renderers.default = f"plotly_mimetype+{RENDERER}"
         return problem is None
     if problem is not None:
@@ -265,8 +266,8 @@ def static_png(fig: Any) -> bytes | None:
         return None
     import plotly.io as pio
 
-    try:
-        return pio.to_image(fig, format="png")
+    try:  # a copy: to_image reorders the keys of a dict it validates
+        return pio.to_image(copy.deepcopy(fig), format="png")
     except Exception:  # noqa: BLE001 - a static copy is optional; the chart itself is not lost
         return None
 
@@ -280,8 +281,7 @@ def static_figure_html(fig: Any) -> str:
     if png is not None:
         import base64
 
-        return (f"<img style='max-width:100%' alt='{escape(title)}' "
-                f"src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>")
+        return _img(base64.b64encode(png).decode("ascii"), title)
     svg = figure_svg(fig)
     if svg is not None:
         return svg
@@ -290,10 +290,11 @@ def static_figure_html(fig: Any) -> str:
             f"(plotly.js); no static image was made ({escape(str(_STATIC['problem']))}).</p>")
 
 
-def chart_html(fig: Any) -> str:
+def chart_html(fig: Any, static: str | None = None) -> str:
     """A figure as ``text/html``: its static copy (shown where no script runs) and the
     interactive chart, which replaces the copy where plotly.js runs (nbconvert, nbviewer). The
-    first chart of a session also carries plotly.js itself, so the page works offline."""
+    first chart of a session also carries plotly.js itself, so the page works offline.
+    ``static`` is the copy to show (default: :func:`static_figure_html`)."""
     import json as _json
 
     from plotly.io.json import to_json_plotly
@@ -314,7 +315,8 @@ def chart_html(fig: Any) -> str:
                   f"</script><script type='text/javascript' charset='utf-8'>{get_plotlyjs()}"
                   "</script>")
         _STATIC["plotlyjs_sent"] = True
-    return (f"<div class='codexflow-chart'>{script}{_STATIC_START}{static_figure_html(fig)}"
+    static = static_figure_html(fig) if static is None else static
+    return (f"<div class='codexflow-chart'>{script}{_STATIC_START}{static}"
             f"{_STATIC_END}<div id='{div_id}' class='plotly-graph-div' "
             f"style='display:none;height:{height}px;width:100%'></div>"
             "<script type='text/javascript'>(function () {\n"
@@ -325,6 +327,10 @@ def chart_html(fig: Any) -> str:
             "  gd.style.display = 'block';\n"
             f"  window.Plotly.newPlot(gd, {data}, {layout}, {config});\n"
             "})();</script></div>")
+
+
+def _img(b64: str, title: str) -> str:
+    return f"<img style='max-width:100%' alt='{escape(title)}' src='data:image/png;base64,{b64}'>"
 
 
 def _fig_dict(fig: Any) -> dict[str, Any]:
@@ -338,21 +344,23 @@ def _title(fig: Mapping[str, Any]) -> str:
     return str((title.get("text") if isinstance(title, Mapping) else title) or "")
 
 
-class _NotebookRenderer:
-    """plotly renderer: ``text/html`` from :func:`chart_html` and, when kaleido works, the
+def _notebook_renderer() -> Any:
+    """A plotly renderer: ``text/html`` from :func:`chart_html` and, when kaleido works, the
     figure's PNG (``image/png``). Registered by :func:`use_static_fallback` in a kernel."""
+    from plotly.io.base_renderers import MimetypeRenderer
 
-    def activate(self) -> None:
-        pass
+    class NotebookRenderer(MimetypeRenderer):  # type: ignore[misc]
+        def to_mimebundle(self, fig_dict: dict[str, Any]) -> dict[str, Any]:
+            import base64
 
-    def to_mimebundle(self, fig_dict: dict[str, Any]) -> dict[str, Any]:
-        import base64
+            png = static_png(fig_dict)
+            if png is None:
+                return {"text/html": chart_html(fig_dict)}
+            b64 = base64.b64encode(png).decode("ascii")
+            return {"text/html": chart_html(fig_dict, _img(b64, _title(fig_dict))),
+                    "image/png": b64}
 
-        png = static_png(fig_dict)
-        bundle: dict[str, Any] = {"text/html": chart_html(fig_dict)}
-        if png is not None:
-            bundle["image/png"] = base64.b64encode(png).decode("ascii")
-        return bundle
+    return NotebookRenderer()
 
 
 # -- an SVG sketch of simple figures (no kaleido needed) -------------------------------------

@@ -428,8 +428,22 @@ def widget_states(widget: Any) -> dict[str, Any]:
     """The embed state (``{model_id: {model_name, state, ...}}``) of ``widget`` and of every
     widget it refers to (children, layout, style), as JupyterLab saves it."""
     from ipywidgets.embed import dependency_state
+    from ipywidgets.widgets import widget as module
 
-    return dependency_state([widget], drop_defaults=True)
+    live = getattr(module, "_instances", {})
+    states = dependency_state([widget], drop_defaults=True)
+    while True:  # widgets shown inside Output widgets, which dependency_state does not follow
+        shown = [live[i] for i in _shown_in_outputs(states) if i not in states and i in live]
+        if not shown:
+            return states
+        states.update(dependency_state(shown, drop_defaults=True))
+
+
+def _shown_in_outputs(states: Mapping[str, Any]) -> list[str]:
+    return [view["model_id"] for entry in states.values()
+            for out in (entry.get("state") or {}).get("outputs") or []
+            if isinstance(out, Mapping) and isinstance(view := (out.get("data") or {}).get(
+                WIDGET_VIEW_MIME), Mapping) and isinstance(view.get("model_id"), str)]
 
 
 def widget_html(widget: Any) -> str:
@@ -449,24 +463,29 @@ def state_html(model_id: str, states: Mapping[str, Any],
 
 
 def static_bundle(widget: Any, data: Any) -> Any:
-    """Add the widget's static rendering (``text/html``) to its display bundle ``data``."""
+    """Add the widget's static rendering (``text/html``) to its display bundle ``data``; its
+    ``text/plain`` names the widget (``<codexflow_nb.widgets.PlanGraph widget>``) instead of
+    ipywidgets' repr of its children, which says nothing to a reader and changes with every
+    internal change of the widget."""
     if isinstance(data, dict) and WIDGET_VIEW_MIME in data:
         data["text/html"] = widget_html(widget)
+        data["text/plain"] = f"<codexflow_nb.widgets.{type(widget).__name__} widget>"
     return data
 
 
-def use_static_html() -> bool:
-    """Give every ipywidget displayed from now on a static ``text/html`` copy next to its
-    view (widgets of this package always have one), so a saved notebook shows the content
-    where no widget manager runs. Returns False outside IPython."""
+def use_static_html() -> None:
+    """Give every ipywidget displayed from now on in this IPython session a static
+    ``text/html`` copy next to its view (widgets of this package always have one), so a saved
+    notebook shows the content where no widget manager runs (GitHub, nbconvert, VS Code
+    without a kernel). Does nothing outside IPython."""
     try:
         import ipywidgets
         from IPython import get_ipython
     except ImportError:
-        return False
+        return
     shell = get_ipython()
     if shell is None:
-        return False
+        return
 
     def html(widget: Any) -> str | None:
         own = widget._repr_mimebundle_()
@@ -475,7 +494,6 @@ def use_static_html() -> bool:
         return own.get("text/html") or widget_html(widget)
 
     shell.display_formatter.formatters["text/html"].for_type(ipywidgets.DOMWidget, html)
-    return True
 
 
 class _StaticWidgets:
@@ -573,7 +591,10 @@ class _StaticWidgets:
         return escape(str(state.get("value") or ""))
 
     def _text(self, state: Mapping[str, Any], *, secret: bool = False) -> str:
-        value = str(state.get("value") if state.get("value") is not None else "")
+        raw = state.get("value")
+        # numbers as the front end shows them: 150.0 -> 150
+        value = ("" if raw is None else str(int(raw)) if isinstance(raw, float) and raw.is_integer()
+                 else str(raw))
         shown = ("•" * min(len(value), 12) if secret else escape(value[:STATIC_TEXT_CHARS])) or (
             f"<span style='color:#9e9e9e'>{escape(str(state.get('placeholder') or ''))}</span>")
         return f"{self._desc(state)}<span style='{_BOX}'>{shown}&nbsp;</span>"
