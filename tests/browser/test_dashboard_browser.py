@@ -2,7 +2,9 @@
 
 Needs ``jupyterlab`` and ``playwright`` (``pip install -e .[browser]``) and Debian's chromium
 (``apt-get install -y chromium``; Playwright's own browser download is not used). Run with
-``pytest -m browser tests/browser``. Saves ``docs/img/dashboard.png``.
+``pytest -m browser tests/browser``. The screenshot goes to ``$CODEXFLOW_SCREENSHOTS`` (else a
+temporary folder); ``CODEXFLOW_UPDATE_DOCS_IMG=1`` also copies it to ``docs/img/dashboard.png``,
+so a test run never rewrites a committed file unless asked to.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import pytest
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
-SCREENSHOT = REPO / "docs" / "img" / "dashboard.png"
+DOCS_IMAGE = REPO / "docs" / "img" / "dashboard.png"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking", "--disable-component-update",
@@ -60,6 +62,15 @@ def _notebook(cells: list[str]) -> dict[str, Any]:
             "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
                                         "name": "python3"}},
             "nbformat": 4, "nbformat_minor": 5}
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where screenshots go: ``$CODEXFLOW_SCREENSHOTS`` or a temporary folder."""
+    folder = os.environ.get("CODEXFLOW_SCREENSHOTS")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +147,7 @@ def _run_first_cell(page: Any) -> None:
 
 
 def test_dashboard_runs_the_example_and_streams_in_jupyterlab(lab: tuple[str, str, Path],
-                                                              page: Any) -> None:
+                                                              page: Any, shots: Path) -> None:
     url, token, root = lab
     (root / "dashboard.ipynb").write_text(json.dumps(_notebook([DASHBOARD_CELL])))
     page.set_default_timeout(60_000)
@@ -171,9 +182,11 @@ def test_dashboard_runs_the_example_and_streams_in_jupyterlab(lab: tuple[str, st
     summary = page.locator(".jp-OutputArea-output .codexflow-summary")
     assert summary.count() == 1 and summary.locator(".jupyter-widgets").count() == 0
     assert summary.inner_text().count("completed") >= 5
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.locator(".jp-Cell-outputArea").first.screenshot(path=str(SCREENSHOT))
-    assert SCREENSHOT.stat().st_size > 10_000
+    screenshot = shots / "dashboard.png"
+    page.locator(".jp-Cell-outputArea").first.screenshot(path=str(screenshot))
+    assert screenshot.stat().st_size > 10_000
     if shutil.which("file"):
-        assert "PNG image" in subprocess.run(["file", str(SCREENSHOT)], capture_output=True,
+        assert "PNG image" in subprocess.run(["file", str(screenshot)], capture_output=True,
                                              text=True).stdout
+    if os.environ.get("CODEXFLOW_UPDATE_DOCS_IMG") == "1":  # only on request: a committed file
+        shutil.copyfile(screenshot, DOCS_IMAGE)
