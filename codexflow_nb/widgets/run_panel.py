@@ -159,8 +159,9 @@ class RunPanel(Composed, w.VBox):
         self.message = w.HTML()
         self.problem_note = w.HTML()  # "⚠ 2 problems to fix", by the Run button
         self.overall = w.IntProgress(value=0, min=0, max=1, description="all",
-                                     bar_style="info", layout=w.Layout(width="60%"))
-        self.overall_label = w.HTML()
+                                     bar_style="info", layout=w.Layout(width="50%",
+                                                                       flex="0 0 auto"))
+        self.overall_label = w.HTML(layout=w.Layout(flex="1 1 auto", width="auto"))
         self.overall_label.add_class("codexflow-headline")  # found by tests in a browser
         self.alias_bars: dict[str, w.IntProgress] = {}
         self.alias_labels: dict[str, w.HTML] = {}
@@ -327,7 +328,7 @@ class RunPanel(Composed, w.VBox):
         if list(self.alias_bars) != aliases:
             old = self.alias_box.children
             self.alias_bars = {a: w.IntProgress(value=0, min=0, max=1, description=a,
-                                                layout=w.Layout(width="60%")) for a in aliases}
+                                                layout=w.Layout(width="50%")) for a in aliases}
             self.alias_labels = {a: w.HTML() for a in aliases}
             self.alias_box.children = tuple(w.HBox([self.alias_bars[a], self.alias_labels[a]])
                                             for a in aliases)

@@ -52,7 +52,7 @@ class TaskList(Composed, w.VBox):
                                       tooltips=["every task", "queued or running",
                                                 "failed, timed out, rejected or skipped",
                                                 "cancelled", "completed"],
-                                      style={"button_width": "80px"})
+                                      style={"button_width": "92px"})
         self.prev_button = w.Button(icon="chevron-left", tooltip="previous page",
                                     layout=w.Layout(width="36px"))
         self.next_button = w.Button(icon="chevron-right", tooltip="next page",
