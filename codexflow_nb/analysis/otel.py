@@ -329,51 +329,82 @@ def proto_modules() -> tuple[Any, Any, Any, Any]:
     return trace_service_pb2, trace_pb2, common_pb2, resource_pb2
 
 
+_PROTO: tuple[Any, Any, Any, Any] | None = None
+
+
+def _modules() -> tuple[Any, Any, Any, Any]:
+    """``proto_modules()``, looked up once (span by span, this is the live exporter's path)."""
+    global _PROTO
+    if _PROTO is None:
+        _PROTO = proto_modules()
+    return _PROTO
+
+
 def to_proto(doc: Mapping[str, Any]) -> Any:
     """An OTLP/JSON document (``to_otel``) as an ``ExportTraceServiceRequest`` message."""
-    service, trace, common, resource = proto_modules()
-
-    def value(v: Mapping[str, Any]) -> Any:
-        if "stringValue" in v:
-            return common.AnyValue(string_value=v["stringValue"])
-        if "intValue" in v:
-            return common.AnyValue(int_value=int(v["intValue"]))
-        if "doubleValue" in v:
-            return common.AnyValue(double_value=float(v["doubleValue"]))
-        if "boolValue" in v:
-            return common.AnyValue(bool_value=bool(v["boolValue"]))
-        if "arrayValue" in v:
-            return common.AnyValue(array_value=common.ArrayValue(
-                values=[value(x) for x in v["arrayValue"].get("values", [])]))
-        return common.AnyValue()
-
-    def attrs(items: Iterable[Mapping[str, Any]]) -> list[Any]:
-        return [common.KeyValue(key=a["key"], value=value(a["value"])) for a in items]
-
+    service, _, common, _ = proto_modules()
     request = service.ExportTraceServiceRequest()
     for rs in doc.get("resourceSpans", []):
-        out_rs = request.resource_spans.add(
-            resource=resource.Resource(attributes=attrs(rs.get("resource", {}).get("attributes", []))))
+        out_rs = request.resource_spans.add()
+        _fill_kv(out_rs.resource.attributes, rs.get("resource", {}).get("attributes", []))
         for ss in rs.get("scopeSpans", []):
             scope = ss.get("scope", {})
-            out_ss = out_rs.scope_spans.add(scope=common.InstrumentationScope(
-                name=scope.get("name", ""), version=scope.get("version", "")))
-            for s in ss.get("spans", []):
-                span = out_ss.spans.add(
-                    trace_id=bytes.fromhex(s["traceId"]), span_id=bytes.fromhex(s["spanId"]),
-                    parent_span_id=bytes.fromhex(s.get("parentSpanId", "")), name=s["name"],
-                    kind=int(s.get("kind", 0)),
-                    start_time_unix_nano=int(s["startTimeUnixNano"]),
-                    end_time_unix_nano=int(s["endTimeUnixNano"]),
-                    attributes=attrs(s.get("attributes", [])))
-                for e in s.get("events", []):
-                    span.events.add(time_unix_nano=int(e["timeUnixNano"]), name=e["name"],
-                                    attributes=attrs(e.get("attributes", [])))
-                st = s.get("status") or {}
-                span.status.code = int(st.get("code", 0))
-                if st.get("message"):
-                    span.status.message = st["message"]
+            out_rs.scope_spans.add(scope=common.InstrumentationScope(
+                name=scope.get("name", ""), version=scope.get("version", "")),
+                spans=[span_message(s) for s in ss.get("spans", [])])
     return request
+
+
+def span_message(s: Mapping[str, Any]) -> Any:
+    """One OTLP/JSON span as an ``opentelemetry.proto.trace.v1.Span`` message (built in
+    place: ``add()`` and field sets are about 3x faster than nested constructors)."""
+    trace = _modules()[1]
+    st = s.get("status") or {}
+    span = trace.Span(
+        trace_id=bytes.fromhex(s["traceId"]), span_id=bytes.fromhex(s["spanId"]),
+        parent_span_id=bytes.fromhex(s.get("parentSpanId", "")), name=s["name"],
+        kind=int(s.get("kind", 0)), start_time_unix_nano=int(s["startTimeUnixNano"]),
+        end_time_unix_nano=int(s["endTimeUnixNano"]))
+    _fill_kv(span.attributes, s.get("attributes", []))
+    for e in s.get("events", []):
+        event = span.events.add(time_unix_nano=int(e["timeUnixNano"]), name=e["name"])
+        _fill_kv(event.attributes, e.get("attributes", []))
+    span.status.code = int(st.get("code", 0))
+    if st.get("message"):
+        span.status.message = st["message"]
+    return span
+
+
+def _fill_kv(target: Any, items: Iterable[Mapping[str, Any]]) -> None:
+    add = target.add
+    for a in items:
+        kv = add()
+        kv.key = a["key"]
+        _fill_any(kv.value, a["value"])
+
+
+def _fill_any(out: Any, v: Mapping[str, Any]) -> None:
+    if "stringValue" in v:
+        out.string_value = v["stringValue"]
+    elif "intValue" in v:
+        out.int_value = int(v["intValue"])
+    elif "doubleValue" in v:
+        out.double_value = float(v["doubleValue"])
+    elif "boolValue" in v:
+        out.bool_value = bool(v["boolValue"])
+    elif "arrayValue" in v:
+        values = out.array_value.values
+        out.array_value.SetInParent()
+        for x in v["arrayValue"].get("values", []):
+            _fill_any(values.add(), x)
+
+
+def request_message(spans: list[Any], service_name: str = "codex-flow") -> Any:
+    """An ``ExportTraceServiceRequest`` of ``Span`` messages (``span_message``), in the
+    resource and scope of ``otlp_document``."""
+    empty = to_proto(otlp_document([], service_name))
+    empty.resource_spans[0].scope_spans[0].spans.extend(spans)
+    return empty
 
 
 def split_document(doc: Mapping[str, Any], size: int = MAX_SPANS_PER_REQUEST
