@@ -570,9 +570,11 @@ class Sender:
                 status = reply.status
         except urllib.error.HTTPError as exc:
             detail = _error_detail(exc)
+            hint = (" (MLflow: set OTEL_EXPORTER_OTLP_TRACES_HEADERS=x-mlflow-experiment-id=ID)"
+                    if "x-mlflow-experiment-id" in detail.lower() else _hint(exc.code))
             raise OtlpExportError(
                 f"HTTP {exc.code} {exc.reason} from {self.url}" + (f": {detail}" if detail else "")
-                + _hint(exc.code), retryable=exc.code in (429, 502, 503, 504),
+                + hint, retryable=exc.code in (429, 502, 503, 504),
                 status=exc.code) from None
         except urllib.error.URLError as exc:
             raise OtlpExportError(f"cannot reach {self.url} ({_reason(exc.reason)})",
