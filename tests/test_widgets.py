@@ -569,8 +569,7 @@ def test_dashboard_composes_the_widgets_and_runs_the_example(workdir: Path, shel
     assert dash.graph.renders > renders and dash.panel.overall.max == 6
     assert "tester-1" in {k for t in dash.graph.figure().data for k in (t.text or ())}
     dash.alias_editor.row("tester").agent.value = "testr"
-    assert dash.problem_list == ["tester: unknown agent 'testr' (did you mean 'tester', "
-                                 "'e2e-tester' or 'unit-tester'?)"]
+    assert dash.problem_list == ["tester: unknown agent 'testr' (did you mean 'tester'?)"]
     assert "did you mean 'tester'" in shown(dash.alias_editor.row("tester").message)
     assert "1 problem to fix" in shown(dash.problems)  # the count, by Run
     dash.alias_editor.row("tester").agent.value = "tester"

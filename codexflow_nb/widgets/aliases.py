@@ -78,14 +78,20 @@ def _error_html(lines: list[str]) -> str:
 
 
 def suggest(name: str, candidates: Iterable[str]) -> str:
-    """`` (did you mean 'a' or 'b'?)`` for the closest candidates (difflib), else ``""``."""
+    """`` (did you mean 'a' or 'b'?)`` for the closest candidates (difflib), else ``""``.
+    When one is clearly close, only those about as close are named."""
     pool = sorted({c for c in candidates if c and c != name})
-    close = difflib.get_close_matches(name, pool, n=3, cutoff=0.6)
-    if not close and len(name) >= 4:  # a fragment of a longer name: "analyzer"
-        close = sorted((c for c in pool if name.lower() in c.lower()), key=len)[:3]
-    if not close:
+    scored = sorted(((difflib.SequenceMatcher(None, name, c).ratio(), c) for c in pool),
+                    key=lambda sc: (-sc[0], sc[1]))
+    close = [(r, c) for r, c in scored if r >= 0.6][:3]
+    if close and close[0][0] >= 0.8:
+        close = [(r, c) for r, c in close if r >= close[0][0] - 0.1]
+    names = [repr(c) for _r, c in close]
+    if not names and len(name) >= 4:  # a fragment of a longer name: "analyzer"
+        names = [repr(c) for c in sorted((c for c in pool if name.lower() in c.lower()),
+                                         key=len)[:3]]
+    if not names:
         return ""
-    names = [repr(c) for c in close]
     return f" (did you mean {', '.join(names[:-1]) + ' or ' if len(names) > 1 else ''}{names[-1]}?)"
 
 

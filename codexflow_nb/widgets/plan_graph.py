@@ -528,7 +528,7 @@ class PlanGraph(Composed, w.VBox):
         self._throttle = Throttle(self._flush, interval)
         self.show.observe(lambda _c: self._show_changed(), names="value")
         super().__init__([self.message, self.show, self.view])
-        self.render()
+        self.set_plan(plan)
 
     # -- what is shown -----------------------------------------------------------------------
     @property
