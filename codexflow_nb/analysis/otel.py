@@ -55,7 +55,8 @@ def to_otel(events: pd.DataFrame, *, pricing: Pricing | str | None = None,
     tasks = tasks_frame(events, pricing=table)
     ev = events[events["run"].notna()]
     starts = ev[ev["kind"] == "run_started"]
-    runtimes = starts.groupby(starts["run"].astype(str), observed=True)["runtime"].last()
+    runtimes = {str(k): _py(v) for k, v in starts.groupby(
+        starts["run"].astype(str), observed=True)["runtime"].last().items()}
     retries = _retries(events[events["kind"] == "task_retry"])
     tele = events[events["kind"] == "telemetry"]
     replied = {(str(r), str(t)): m for r, t, m in zip(tele["run"].astype(object), tele["task_id"],
@@ -82,7 +83,7 @@ def to_otel(events: pd.DataFrame, *, pricing: Pricing | str | None = None,
         rec["start"] = start[i] if start[i] is not None else run_end
         rec["end"] = end[i] if end[i] is not None else run_end
         rec["retries"] = retries.get((run_id, rec["task_id"]))
-        rec["runtime"] = _py(runtimes.get(run_id))
+        rec["runtime"] = runtimes.get(run_id)
         children.setdefault(run_id, []).append(task_span(rec))
         totals.setdefault(run_id, RunTotals()).add(rec)
     done = ev[ev["kind"] == "run_complete"]
@@ -92,7 +93,7 @@ def to_otel(events: pd.DataFrame, *, pricing: Pricing | str | None = None,
     for run_id, (first, last) in bounds.items():
         spans.append(run_span(run_id, first, last, totals.get(run_id, RunTotals()),
                               ok=_py(ok.get(run_id)), completed=run_id in ok.index,
-                              runtime=_py(runtimes.get(run_id)),
+                              runtime=runtimes.get(run_id),
                               sessions=max(1, int(sessions.get(run_id, 0)))))
         spans.extend(children.get(run_id, []))
     return otlp_document(spans, service_name)

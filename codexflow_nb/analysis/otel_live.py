@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from ..errors import ConfigError
 from ..events import TERMINAL_KINDS, Event
 from . import otel
 from .otel import (
@@ -77,8 +78,6 @@ class OtlpExporter:
         target = url if url is not None else env_endpoint()
         what = "--otlp-endpoint" if url is not None else "$OTEL_EXPORTER_OTLP_ENDPOINT"
         if target is None:
-            from ..errors import ConfigError
-
             raise ConfigError("OtlpExporter: give a URL (or set OTEL_EXPORTER_OTLP_ENDPOINT)")
         self._sender = Sender.from_env(target, headers, timeout, what)
         proto_modules()  # a missing opentelemetry-proto fails now, not in the thread
@@ -129,10 +128,7 @@ class OtlpExporter:
         """Send what is left (one try) and wait for it (at most ``timeout`` seconds, default
         the request timeout and a bit). The exporter can be used again afterwards."""
         with self._lock:
-            thread = self._thread
-            if thread is None and self._inbox:  # pragma: no cover - the subscriber starts one
-                thread = self._thread = threading.Thread(target=self._work, daemon=False)
-                thread.start()
+            thread = self._thread  # None: nothing filed since the last send
             self._closing = True
         self._wake.set()
         if thread is not None:
