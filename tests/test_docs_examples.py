@@ -441,6 +441,8 @@ def test_shell_example(block: Block, template: tuple[Path, str], tmp_path: Path)
     if reason is not None:
         pytest.skip(f"not run: {reason}")
     assert not unsafe(block), unsafe(block)
+    if re.search(r"\bcurl\b", block.code) and shutil.which("curl") is None:
+        pytest.skip("needs curl")
     folder = scratch(template, block, tmp_path)
     with contextlib.ExitStack() as stack:
         port = (stack.enter_context(endpoint(folder))
