@@ -126,9 +126,11 @@ def find_task(changes: list[TaskChanges], name: str) -> TaskChanges:
             return tc
     if name.isdigit() and 1 <= int(name) <= len(changes):
         return changes[int(name) - 1]
-    known = ", ".join(tc.key for tc in changes[:10]) or "none"
-    raise ConfigError(f"no task {name!r} in run {changes[0].run_id if changes else '?'}: "
-                      f"choose one of {known}")
+    if not changes:
+        raise ConfigError(f"no task {name!r}: no task of this run ran in a workspace "
+                          "(--runtime codex-cli or claude-code)")
+    known = ", ".join(tc.key for tc in changes[:10])
+    raise ConfigError(f"no task {name!r} in run {changes[0].run_id}: choose one of {known}")
 
 
 @dataclass

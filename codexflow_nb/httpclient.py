@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import ssl
 import sys
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
@@ -154,6 +155,8 @@ def error_detail(exc: BaseException) -> str:
     (``connection refused``) when there is one, else the client's message."""
     for each in _causes(exc):
         os_error = getattr(each, "os_error", None) or each
+        if isinstance(os_error, socket.gaierror) and os_error.strerror:
+            return os_error.strerror.lower()  # a name lookup: its errno is a getaddrinfo code
         if isinstance(os_error, OSError) and os_error.errno and not isinstance(os_error,
                                                                                ssl.SSLError):
             return os.strerror(os_error.errno).lower()
