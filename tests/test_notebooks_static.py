@@ -189,6 +189,20 @@ def test_the_kernelspec_is_the_one_jupyterlab_writes(path: Path) -> None:
                                       "language": spec.language, "name": "python3"}, STORE_HINT
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_cells_nbval_ignores_say_why_in_their_metadata(path: Path) -> None:
+    """Tutorials tag such cells (``nbval-ignore-output``, ``nbval-skip``) instead of showing a
+    marker comment to the reader, and give the reason in the cell's ``nbval_why``."""
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for n, cell in enumerate(code, 1):
+        tags = set(cell.metadata.get("tags", [])) & {"nbval-ignore-output", "nbval-skip"}
+        if tags:
+            assert str(cell.metadata.get("nbval_why", "")).strip(), (
+                f"{path.name}: code cell {n} is tagged {sorted(tags)} without a reason in its "
+                "metadata (nbval_why)")
+
+
 # -- static renderings of widgets -----------------------------------------------------------------
 def test_composed_widgets_carry_a_static_copy(workdir: Path) -> None:
     import codexflow_nb
