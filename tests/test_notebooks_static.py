@@ -217,7 +217,7 @@ def test_composed_widgets_carry_a_static_copy(workdir: Path) -> None:
                     ["reviewer", "code-analyzer"]),
         "tasks": (TaskEditor({"reviewer": ["Review the parser"]}, registry=dash.registry),
                   ["Review the parser"]),
-        "graph": (PlanGraph(plan), ["reviewer-1", "architect-2"]),
+        "graph": (PlanGraph(plan), ["Plan: 5 task(s)", "data:image/svg+xml;base64,"]),
         "panel": (dash.panel, ["reviewer-1", "Stop"]),
     }
     try:
@@ -230,8 +230,9 @@ def test_composed_widgets_carry_a_static_copy(workdir: Path) -> None:
                 assert word in html, (name, word)
             assert "IPY_MODEL_" not in html, name
             assert data["text/plain"] == f"<codexflow_nb.widgets.{type(widget).__name__} widget>"
-        graph_html = dash.graph._repr_mimebundle_()["text/html"]
-        assert "<svg" in graph_html or "<img" in graph_html  # the graph itself, not its JSON
+        graph_html = widgets["graph"][0]._repr_mimebundle_()["text/html"]
+        drawing = base64.b64decode(graph_html.split("base64,")[1].split("'")[0]).decode()
+        assert "reviewer-1" in drawing and "architect-2" in drawing  # the graph, as an image
     finally:
         for widget, _ in widgets.values():
             widget.close()
@@ -286,6 +287,21 @@ def test_the_static_renderer_draws_what_the_front_end_shows() -> None:
     finally:
         box.close()
         tab.close()
+
+
+def test_inline_svg_becomes_an_image_that_html_cleaners_keep() -> None:
+    from codexflow_nb.widgets.render import svg_as_img
+
+    svg = ('<svg class="g" aria-label="Plan: 2 task(s)" viewBox="0 0 300 120" width="100%">'
+           '<style>.g text{fill:#333}</style><text x="5" y="20">d1 &amp; b1</text></svg>')
+    html = svg_as_img(f"<div>before</div>{svg}<p>after</p>")
+    assert html.startswith("<div>before</div><img ") and html.endswith("<p>after</p>")
+    assert 'alt="Plan: 2 task(s)"' in html and "<svg" not in html
+    data = base64.b64decode(html.split("base64,")[1].split("'")[0]).decode()
+    assert 'xmlns="http://www.w3.org/2000/svg"' in data and 'width="300" height="120"' in data
+    assert "<style>.g text{fill:#333}</style>" in data and 'width="100%"' not in data
+    not_xml = "<svg viewBox='0 0 1 1'><text>a&nbsp;b</text></svg>"
+    assert svg_as_img(not_xml) == not_xml  # HTML entities: an image would not render; left inline
 
 
 def test_use_static_html_gives_plain_widgets_a_static_copy() -> None:

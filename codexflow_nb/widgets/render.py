@@ -6,6 +6,8 @@ run, what front ends without widget support show, and what ``%%codexflow`` strea
 
 from __future__ import annotations
 
+import base64
+import re
 from collections.abc import Callable, Hashable, Mapping
 from html import escape
 from typing import TYPE_CHECKING, Any
@@ -496,6 +498,34 @@ def use_static_html() -> None:
     shell.display_formatter.formatters["text/html"].for_type(ipywidgets.DOMWidget, html)
 
 
+_SVG = re.compile(r"<svg\b[^>]*>.*?</svg>", re.DOTALL)
+_XML_ENTITIES = re.compile(r"&(?!(?:amp|lt|gt|quot|apos|#\d+|#x[0-9a-fA-F]+);)")
+
+
+def svg_as_img(html: str) -> str:
+    """Inline ``<svg>`` drawings in ``html`` as ``<img>`` with a data URI: viewers that clean
+    the HTML of an output (GitHub) drop ``<svg>`` and its ``<style>``, but keep images. An SVG
+    that is not valid XML on its own (HTML entities) stays inline."""
+    def image(match: re.Match[str]) -> str:
+        svg = match.group(0)
+        if _XML_ENTITIES.search(svg):
+            return svg
+        head_end = svg.index(">")
+        head = svg[:head_end]
+        if "xmlns=" not in head:
+            head += ' xmlns="http://www.w3.org/2000/svg"'
+        box = re.search(r'viewBox="\s*[-\d.]+[\s,]+[-\d.]+[\s,]+([\d.]+)[\s,]+([\d.]+)\s*"', head)
+        if box:  # an image needs a size of its own; width="100%" has none
+            head = re.sub(r'\s(width|height)="[^"]*"', "", head)
+            head += f' width="{box.group(1)}" height="{box.group(2)}"'
+        label = re.search(r'aria-label="([^"]*)"', head)
+        data = base64.b64encode((head + svg[head_end:]).encode("utf-8")).decode("ascii")
+        return (f"<img style='max-width:100%;height:auto' alt=\"{label.group(1) if label else ''}\" "
+                f"src='data:image/svg+xml;base64,{data}'>")
+
+    return _SVG.sub(image, html)
+
+
 class _StaticWidgets:
     """Draws widgets from their saved state (ipywidgets 8 model names and defaults)."""
 
@@ -583,7 +613,7 @@ class _StaticWidgets:
                 f"margin-right:4px'>{escape(str(text))}</span>") if text else ""
 
     def _html(self, state: Mapping[str, Any]) -> str:
-        return f"{self._desc(state)}{state.get('value') or ''}"
+        return f"{self._desc(state)}{svg_as_img(str(state.get('value') or ''))}"
 
     _htmlmath = _html
 
