@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import os
+import stat
 import threading
 import time
 import warnings
@@ -100,6 +102,52 @@ class EventBus:
 PENDING_BYTES = 256 * 1024
 
 
+#: A writer that finds the log's lock held exclusively (``codex-flow cleanup`` is trimming the
+#: log) waits this long for the trim to end before it gives up.
+LOCK_WAIT_S = 600.0
+#: ``flock`` errors that mean "this file system cannot lock" (some network mounts).
+_NO_LOCKING = (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
+
+
+def log_lock_path(log_file: str | os.PathLike[str]) -> Path:
+    """The lock file next to an event log (``events.jsonl.lock``). Every :class:`JsonlSink`
+    holds a shared ``flock`` on it for as long as it has the log open; trimming the log
+    (``codex-flow cleanup``) takes it exclusively, so no writer can hold the file that the
+    trim is about to replace. The lock file is never removed or replaced."""
+    path = Path(log_file)
+    return path.with_name(path.name + ".lock")
+
+
+def open_log_lock(log_file: str | os.PathLike[str], *, create: bool = True) -> int:
+    """A read-only descriptor on the log's lock file (created if missing and ``create``)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    return os.open(log_lock_path(log_file), flags, 0o644)
+
+
+def flock_within(fd: int, operation: int, timeout: float) -> bool:
+    """``flock(fd, operation)`` retried without blocking until ``timeout`` seconds have passed
+    (0: one try). True when the lock is held; OSError when the file system cannot lock."""
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.05)
+
+
+def _regular_or_missing(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return True
+
+
 class JsonlSink:
     """Appends one JSON object per line with ``write`` (O_APPEND) calls that hold whole lines,
     so concurrent writers never interleave within a line and a crash tears at most the last.
@@ -114,6 +162,14 @@ class JsonlSink:
 
     ``fsync``: ``every`` event, ``batch`` (a background timer syncs within about a second of
     a write, and ``close`` syncs the rest; the writer never waits for the disk) or ``never``.
+
+    Sharing the log with a trim: from before the log is opened until it is closed, the sink
+    holds a shared ``flock`` on ``<log>.lock`` (:func:`log_lock_path`). ``codex-flow cleanup``
+    trims the log (copy of the tail, renamed over it) only while it holds that lock
+    exclusively, so it never replaces a file a writer still has open; a sink opened during a
+    trim waits for it (up to :data:`LOCK_WAIT_S`) and then opens the new file. The lock costs
+    nothing per line. A log whose last byte is not a newline (a writer crashed mid-line) is
+    ended with one before the first line, so that line does not glue onto the fragment.
     """
 
     def __init__(self, path: str | os.PathLike[str], fsync: str = "batch") -> None:
@@ -121,12 +177,8 @@ class JsonlSink:
             raise ValueError(f"fsync must be every, batch or never, not {fsync!r}")
         self.path = Path(path)
         self.fsync = fsync
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise RunStorageError(f"{self.path}: cannot open the event log: "
-                                  f"{exc.strerror or exc}") from None
+        self._fd = -1
+        self._lock_fd = -1  # shared flock on <log>.lock for as long as the log is open
         self._writes = 0  # lines written, and how many of them are known to be synced
         self._synced = 0
         self._timer: threading.Timer | None = None
@@ -135,6 +187,67 @@ class JsonlSink:
         self._pending: list[bytes] = []  # lines of this loop iteration, written by _flush
         self._pending_bytes = 0
         self._error: str | None = None  # a failed deferred write, raised by the next write
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if _regular_or_missing(self.path):  # not /dev/null, a pipe: nothing to trim there
+                self._lock_fd = open_log_lock(self.path)
+                self._lock_shared()
+            try:  # read access to look at the last byte; appends go to the end all the same
+                self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            except PermissionError:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            else:
+                if stat.S_ISREG(os.fstat(self._fd).st_mode):
+                    self._start_on_a_new_line()
+        except OSError as exc:
+            self._release()
+            raise RunStorageError(f"{self.path}: cannot open the event log: "
+                                  f"{exc.strerror or exc}") from None
+
+    def _lock_shared(self) -> None:
+        """Take the shared lock before the log is opened: a trim in progress replaces the file,
+        and this sink must open the new one."""
+        try:
+            held = flock_within(self._lock_fd, fcntl.LOCK_SH, LOCK_WAIT_S)
+        except OSError as exc:
+            if exc.errno in _NO_LOCKING:  # cleanup cannot lock here either, so it never trims
+                return
+            raise
+        if not held:
+            self._release()
+            raise RunStorageError(f"{self.path}: cannot open the event log: it has been locked "
+                                  f"for more than {LOCK_WAIT_S:.0f} s by a process trimming it "
+                                  f"(codex-flow cleanup; see {log_lock_path(self.path)})")
+
+    def _start_on_a_new_line(self) -> None:
+        """End a torn last line (a writer that crashed mid-line) so our first line starts on a
+        line of its own. The check and the newline happen under an exclusive flock on the log
+        itself, so two writers opening it at once add one newline, not an empty line."""
+        if self._last_byte_is_newline():
+            return
+        with contextlib.suppress(OSError):
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            if not self._last_byte_is_newline():
+                self._torn = os.write(self._fd, b"\n") != 1
+        except OSError:
+            self._torn = True  # the first write starts with the newline instead
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _last_byte_is_newline(self) -> bool:
+        size = os.fstat(self._fd).st_size
+        return size == 0 or os.pread(self._fd, 1, size - 1) == b"\n"
+
+    def _release(self) -> None:
+        """Close the log, then the lock file (which drops the shared lock)."""
+        for name in ("_fd", "_lock_fd"):
+            fd = getattr(self, name, -1)
+            if fd >= 0:
+                setattr(self, name, -1)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def __call__(self, event: Event) -> None:
         self.write(event)
@@ -233,6 +346,7 @@ class JsonlSink:
                 self._timer.cancel()
                 self._timer = None
             if self._fd < 0:
+                self._release()
                 return
             try:
                 if self.fsync != "never" and self._writes != self._synced:
@@ -242,3 +356,9 @@ class JsonlSink:
             finally:
                 os.close(self._fd)
                 self._fd = -1
+                self._release()  # the lock goes only after the log is closed
+
+    def __del__(self) -> None:  # a sink never closed (a prepared run never executed)
+        if getattr(self, "_lock_fd", -1) >= 0 or getattr(self, "_fd", -1) >= 0:
+            with contextlib.suppress(Exception):
+                self.close()

@@ -77,7 +77,9 @@ def test_dry_run_reports_the_same_and_changes_nothing(tmp_path):
     before = listing(tmp_path)
     dry = cleanup(runs, log, runs_max_per_alias=2, logs_max_bytes=1000, dry_run=True)
     assert listing(tmp_path) == before
-    assert dry.lines()[0].startswith("would remove ") and dry.lines()[-1].startswith("would free ")
+    assert dry.lines()[0].startswith("would remove 3 task folder(s) ")
+    assert dry.lines(verbose=True)[0].startswith(f"would remove {runs / 'rev'}/")
+    assert dry.lines()[-1].startswith("would free ")
     real = cleanup(runs, log, runs_max_per_alias=2, logs_max_bytes=1000)
     assert [r.path for r in real.removed] == [r.path for r in dry.removed]
     assert real.freed == dry.freed and real.log is not None and dry.log is not None
@@ -114,7 +116,8 @@ def test_log_is_trimmed_to_its_last_bytes_at_a_line_boundary(tmp_path, max_bytes
     assert kept == best
     assert report.log is not None and report.log.freed == len(original) - len(kept)
     assert log.stat().st_ino != inode and (log.stat().st_mode & 0o777) == 0o640  # replaced, same mode
-    assert [p.name for p in tmp_path.iterdir()] == ["events.jsonl"]  # no temp file left
+    # no temp file left; the lock file stays (it is never removed: see test_cleanup_locking)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.jsonl", "events.jsonl.lock"]
 
 
 def test_a_cut_exactly_on_a_line_boundary_keeps_that_line(tmp_path):
@@ -231,9 +234,13 @@ def test_cli_after_real_runs(workdir, capsys):
     log = workdir / "data/logs/events.jsonl"
     size = log.stat().st_size
     assert main(["cleanup", "--runs-max-per-alias", "2", "--logs-max-bytes", "2K", "--dry-run"]) == 0
+    dry = capsys.readouterr().out.splitlines()  # a summary: counts, no paths
+    assert dry[0].startswith("would remove 9 task folder(s) (") and dry[0].endswith(" in 3 alias folder(s)")
+    assert not any(".runs/" in line for line in dry) and log.stat().st_size == size
+    assert main(["cleanup", "--runs-max-per-alias", "2", "--logs-max-bytes", "2K", "--dry-run", "-v"]) == 0
     dry = capsys.readouterr().out
-    assert "would remove .runs/reviewer/" in dry and log.stat().st_size == size
-    assert main(["cleanup", "--runs-max-per-alias", "2", "--logs-max-bytes", "2K"]) == 0
+    assert dry.count("would remove .runs/reviewer/") == 4 and log.stat().st_size == size
+    assert main(["cleanup", "--runs-max-per-alias", "2", "--logs-max-bytes", "2K", "--verbose"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert sum(line.startswith("removed .runs/") for line in out) == 9  # 4 + 4 + 1
     assert out[-2].startswith("log data/logs/events.jsonl: trimmed from ")
