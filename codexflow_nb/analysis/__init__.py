@@ -20,8 +20,9 @@ from .frames import (
 )
 from .load import EventLogWarning, load_events
 from .otel import to_otel
+from .otel_live import OtlpExporter
 from .pricing import Price, Pricing, load_pricing, reprice
 
-__all__ = ["STATUSES", "EventLogWarning", "Price", "Pricing", "alias_summary", "changes_frame",
+__all__ = ["STATUSES", "EventLogWarning", "OtlpExporter", "Price", "Pricing", "alias_summary", "changes_frame",
            "concurrency_frame", "critical_path", "load_events", "load_pricing", "reprice",
            "run_summary", "steps_frame", "tasks_frame", "to_otel"]
