@@ -3,7 +3,7 @@
 ``pytest --nbval notebooks/`` re-runs them and compares outputs; this test checks what is
 committed, so a notebook saved after "Clear all outputs" or after a failing cell is caught
 (nbval would happily compare an empty notebook with itself). Re-execute with
-``python scripts/execute_notebooks.py``.
+``python scripts/store_notebooks.py``.
 """
 
 from __future__ import annotations
