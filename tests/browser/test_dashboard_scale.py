@@ -9,8 +9,10 @@ temporary folder), never into the repository; the figures are printed and writte
 them as ``scale-metrics.json``.
 
 Needs ``pip install -e .[browser]`` and Debian's chromium; run with
-``pytest -m browser tests/browser/test_dashboard_scale.py -s``. About 45 s.
-``CODEXFLOW_SCALE_LATENCY_MS`` changes the stub latency (default 1000).
+``pytest -m browser tests/browser/test_dashboard_scale.py -s``. About 75 s.
+``CODEXFLOW_SCALE_LATENCY_MS`` changes the stub latency (default 1000) and
+``CODEXFLOW_SCALE_PER_ALIAS`` the tasks per alias (default 100; 1000 with 100 ms for the
+5,000-task run).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-dev-shm-usage"]
-ALIASES, PER_ALIAS, LIMIT = 5, 100, 10
+ALIASES, LIMIT = 5, 10
+PER_ALIAS = int(os.environ.get("CODEXFLOW_SCALE_PER_ALIAS", "100"))
 LATENCY_MS = float(os.environ.get("CODEXFLOW_SCALE_LATENCY_MS", "1000"))
 #: Seconds after Run at which Stop is pressed in the second run.
 STOP_AT = 5.0
@@ -243,7 +246,7 @@ def _wait_finished(page: Any, timeout_s: float) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_500_tasks_run_and_stop_in_jupyterlab(lab: tuple[str, str, Path], page: Any,
+def test_5_aliases_x_100_tasks_run_and_stop_in_jupyterlab(lab: tuple[str, str, Path], page: Any,
                                                shots: Path) -> None:
     url, token, root = lab
     total = ALIASES * PER_ALIAS
@@ -266,7 +269,7 @@ def test_500_tasks_run_and_stop_in_jupyterlab(lab: tuple[str, str, Path], page: 
     page.wait_for_timeout(500)
     page.locator(".jp-OutputArea-output .codexflow-plan").first.scroll_into_view_if_needed()
     page.wait_for_timeout(3500)
-    page.screenshot(path=str(shots / "scale-500-running.png"), full_page=True)
+    page.screenshot(path=str(shots / f"scale-{total}-running.png"), full_page=True)
     opened = page.locator(".jupyter-widget-Collapse-open").count()
     _wait_finished(page, 60 + total * LATENCY_MS / 1000 / LIMIT)
     page.wait_for_timeout(1500)  # let the last redraws land before reading the counters
@@ -278,7 +281,7 @@ def test_500_tasks_run_and_stop_in_jupyterlab(lab: tuple[str, str, Path], page: 
     figures["page_after_kernel_s"] = round(figures["page_finished_s"]
                                            - figures["kernel_finished_s"], 2)
     metrics["run"] = figures
-    page.locator(".jp-Cell-outputArea").first.screenshot(path=str(shots / "scale-500-finished.png"))
+    page.locator(".jp-Cell-outputArea").first.screenshot(path=str(shots / f"scale-{total}-finished.png"))
     assert opened >= 1 and page.locator(".jupyter-widget-Collapse-open").count() >= 1, \
         "the opened task output closed during the run"
     widths = page.locator(".jp-OutputArea-output .widget-hprogress .progress-bar").evaluate_all(
@@ -291,7 +294,7 @@ def test_500_tasks_run_and_stop_in_jupyterlab(lab: tuple[str, str, Path], page: 
     page.wait_for_function("() => document.querySelectorAll("
                            f"'.jp-OutputArea-output .codexflow-plan svg g').length >= {PER_ALIAS}")
     page.locator(".jp-OutputArea-output .codexflow-plan").first.screenshot(
-        path=str(shots / "scale-500-group.png"))
+        path=str(shots / f"scale-{total}-group.png"))
     show.select_option(index=0)
 
     # -- run 2: Stop at +5 s ---------------------------------------------------------------
@@ -317,7 +320,7 @@ def test_500_tasks_run_and_stop_in_jupyterlab(lab: tuple[str, str, Path], page: 
     figures["counts"] = end["counts"]
     metrics["stop"] = figures
     page.locator(".jp-OutputArea-output .codexflow-headline").first.scroll_into_view_if_needed()
-    page.screenshot(path=str(shots / "scale-500-stopped.png"))
+    page.screenshot(path=str(shots / f"scale-{total}-stopped.png"))
     colours = page.locator(".jp-OutputArea-output .widget-hprogress .progress-bar").evaluate_all(
         "els => els.map(e => getComputedStyle(e).backgroundColor)")
 
