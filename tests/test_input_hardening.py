@@ -150,7 +150,7 @@ def test_deep_nesting_is_one_line(cwd: Path, capsys, kind: str) -> None:
         "mine: " + "[" * depth + "]" * depth)
     (cwd / f"deep.{kind}").write_text(text)
     line = refused(capsys, "run", "-f", f"deep.{kind}")
-    assert "nested" in line
+    assert "nested" in line or "nesting depth" in line  # ours, or libyaml's own limit
 
 
 def test_a_self_referencing_anchor_is_refused(cwd: Path, capsys) -> None:
