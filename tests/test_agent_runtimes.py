@@ -233,15 +233,17 @@ def test_stop_ends_every_agent_and_cancels_the_rest(codex: Path) -> None:
         run = prepare_run({"coder": [f"Wait {i}.\n{wait_for(go)}" for i in range(6)]},
                           runtime="codex-cli", repo=str(codex))
         job = asyncio.ensure_future(run.execute())
+        # Stop as soon as agents are at work (Codex hands a command that runs over ~10 s back
+        # to the model, so waiting for all four at once is a race on a busy machine)
         deadline = time.monotonic() + 60
-        while len(_agent_processes(str(go))) < 4 and time.monotonic() < deadline:
+        while len(_agent_processes(str(go))) < 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        assert len(_agent_processes(str(go))) >= 4, "the agents never started their command"
+        assert _agent_processes(str(go)), "the agents never started their command"
         run.cancel("stop pressed")
         return await job
 
     result = asyncio.run(main())
-    assert [t.status for t in result.tasks] == ["cancelled"] * 6  # 4 running, 2 queued
+    assert [t.status for t in result.tasks] == ["cancelled"] * 6  # running and queued ones
     assert result.cancelled == "stop pressed"
     assert run_processes({result.run_id}) == []
     assert _agent_processes(str(go)) == []
