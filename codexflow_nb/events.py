@@ -98,8 +98,10 @@ class EventBus:
 
 
 #: Lines waiting for the end of a loop iteration are written at once beyond this size, so a
-#: burst (100,000 ``task_queued`` at the start of a run) does not sit in memory.
-PENDING_BYTES = 256 * 1024
+#: burst (100,000 ``task_queued`` at the start of a run) does not sit in memory. Kept well
+#: under 128 KiB: on this machine's file system two processes' O_APPEND writes of 256 KiB
+#: were seen interleaving at the 128 KiB mark (test_crash_safety's two-writer test).
+PENDING_BYTES = 64 * 1024
 
 
 #: A writer that finds the log's lock held exclusively (``codex-flow cleanup`` is trimming the
