@@ -109,6 +109,26 @@ def test_dask_address_needs_the_dask_executor(workdir, capsys):
     assert "--executor dask" in capsys.readouterr().err
 
 
+def test_own_http_client_cannot_go_to_dask_workers(workdir):
+    httpx = pytest.importorskip("httpx")
+    client = httpx.AsyncClient()
+    with pytest.raises(ConfigError) as caught:
+        prepare_run({"two": ["a"]}, aliases=ALIASES, runtime="codex", url="http://127.0.0.1:1",
+                    executor="dask", http_client=client)
+    message = str(caught.value)
+    assert "\n" not in message and "cannot be shipped to Dask workers" in message
+    assert "executor='local'" in message and "HTTPS_PROXY" in message
+    assert not (workdir / "data").exists() and not (workdir / ".runs").exists()
+
+
+def test_runtime_spec_refuses_a_client_object():
+    pytest.importorskip("distributed", reason="the dask extra is not installed")
+    from codexflow_nb.executors.dask import RuntimeSpec
+
+    with pytest.raises(ConfigError, match="cannot be shipped to Dask workers"):
+        RuntimeSpec.of("codex", {"url": "http://127.0.0.1:1", "http_client": object()})
+
+
 def test_unreachable_scheduler_is_a_config_error():
     pytest.importorskip("distributed", reason="the dask extra is not installed")
     from codexflow_nb.executors.dask import DaskRuntime, RuntimeSpec

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 EXECUTORS = ("local", "dask")
 MISSING_DASK = ("--executor dask needs the 'distributed' package: "
                 "pip install codexflow-nb[dask]")
+HTTP_CLIENT_ON_DASK = (
+    "http_client= cannot be used with executor='dask': a client object cannot be shipped to "
+    "Dask workers (each worker builds its own HTTP session); drop http_client= and configure "
+    "the workers instead (HTTPS_PROXY/HTTP_PROXY/NO_PROXY in their environment, ca_bundle= "
+    "with a path they can read), or use executor='local' to keep your client")
 
 
 def require_distributed() -> None:
@@ -43,6 +48,8 @@ def executor_runtime(executor: str, runtime: str | Runtime, runtime_options: dic
             raise ConfigError("a Dask address was given but the executor is local: "
                               "add --executor dask (executor='dask')")
         return None
+    if runtime_options.get("http_client") is not None:
+        raise ConfigError(HTTP_CLIENT_ON_DASK)
     require_distributed()
     from .dask import DaskRuntime, RuntimeSpec
 

@@ -32,6 +32,7 @@ from .. import loops
 from ..errors import ConfigError
 from ..runtimes import make_runtime
 from ..runtimes.base import ChunkCallback, Reply, Runtime, RuntimeCall, RuntimeFailure
+from . import HTTP_CLIENT_ON_DASK
 
 #: Options whose values are credentials; they are wrapped in :class:`Secret`.
 SECRET_OPTIONS = frozenset({"api_key"})
@@ -74,6 +75,10 @@ class RuntimeSpec:
     name: str
     options: Mapping[str, Any] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.options.get("http_client") is not None:
+            raise ConfigError(HTTP_CLIENT_ON_DASK)
 
     @classmethod
     def of(cls, name: str, options: Mapping[str, Any] | None = None,
