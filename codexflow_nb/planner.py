@@ -124,7 +124,10 @@ def select_agents(goal: str, registry: Registry, *, limit: int = 6,
         scores[agent] = scores.get(agent, 0.0) + points
         reasons.setdefault(agent, []).append(reason)
 
-    for m in route_text(goal, registry, triggers=triggers).trace:
+    route = route_text(goal, registry, triggers=triggers)
+    for note in route.notes:  # a skipped rule: its agents may be missing from the shortlist
+        warnings.warn(f"--goal: {note}", PlannerWarning, stacklevel=2)
+    for m in route.trace:
         if m.via == "keyword":
             add(m.agent, 3.0, f"trigger keyword {m.rule!r}")
         else:
@@ -213,7 +216,8 @@ PLAN_FORMAT = ('{"phases": [{"name": "...", "mode": "parallel" or "sequential", 
 
 
 class PlannerWarning(UserWarning):
-    """The planner's output was unusable and a fallback was taken."""
+    """The planner's output was unusable and a fallback was taken, or the selector skipped a
+    routing rule (a regex that ran out of time)."""
 
 
 class PlannerOutputError(ValueError):
@@ -358,6 +362,8 @@ def _heuristic_additions(engine: Engine, phase: int, book: AliasBook,
         if n.result.status != "completed":
             continue
         route = route_text(_result_text(n), registry)
+        for note in route.notes:  # a skipped rule: never silent, in the run's log
+            engine.emit("run_warning", message=f"--revise-plan: output of {n.task.key}: {note}")
         for agent in route.candidates:
             if follow_ups >= MAX_FOLLOW_UPS or agent in planned_agents:
                 continue

@@ -201,3 +201,41 @@ def test_cli_routing_errors_exit_2(workdir, capsys, argv, message):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not Path("data").exists() and not Path(".runs").exists()
+
+
+@pytest.fixture
+def slow_rules(tmp_path: Path) -> Path:
+    """A copy of the bundled agents whose triggers hold a regex that runs out of time on the
+    texts below (so the router skips it, with a note)."""
+    agents = tmp_path / "slow-agents"
+    shutil.copytree(BUNDLED_AGENTS, agents)
+    trig = build_triggers(load_registry(agents))
+    trig["regex"].append({"pattern": "(a|aa)+b", "priority": 9, "agents": ["coder"]})
+    (agents / "triggers.json").write_text(json.dumps(trig))
+    return agents
+
+
+def test_cli_prints_the_route_notes(workdir, capsys, slow_rules):
+    text = "review the security of " + "a" * 60
+    assert main(["run", "--agents-dir", str(slow_rules), "--route", text, "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "codex-flow: warning: --route: regex /(a|aa)+b/ skipped: matching took longer" in err
+    assert main(["run", "--agents-dir", str(slow_rules), "--goal", "build an API " + "a" * 60,
+                 "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "codex-flow: warning: --goal: regex /(a|aa)+b/ skipped" in err
+    assert "Traceback" not in err
+
+
+def test_cli_route_files_notes_say_why_nothing_matched(workdir, capsys, monkeypatch):
+    import codexflow_nb.routing as routing
+
+    monkeypatch.setattr(routing, "REGEX_TIMEOUT_S", 1e-9)  # every glob runs out of time
+    Path("app.py").write_text("x = 1\n")
+    assert main(["run", "--route-files", "app.py", "--dry-run"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    notes = [line for line in err if line.startswith("codex-flow: warning: --route-files: glob ")]
+    assert len(notes) == 5 and all("skipped for app.py" in line for line in notes)
+    assert err[5].startswith("codex-flow: warning: --route-files: ")
+    assert err[5].endswith(" more rules skipped the same way")
+    assert err[-1] == "codex-flow: error: --route-files: no agent's file patterns match app.py"

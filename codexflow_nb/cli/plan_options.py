@@ -63,6 +63,19 @@ def _warn(message: str) -> None:
     print(f"codex-flow: warning: {message}", file=sys.stderr)
 
 
+#: Route notes printed one per line; more are counted on one line.
+MAX_NOTES = 5
+
+
+def _notes(option: str, notes: list[str]) -> None:
+    """The router's notes (rules it skipped), a warning line each, so a skipped rule is never
+    silent: the route may differ from what the rules say."""
+    for note in notes[:MAX_NOTES]:
+        _warn(f"{option}: {note}")
+    if len(notes) > MAX_NOTES:
+        _warn(f"{option}: {len(notes) - MAX_NOTES} more rules skipped the same way")
+
+
 def _base_aliases(args: argparse.Namespace) -> Aliases | None:
     if isinstance(args.aliases, Aliases):
         return args.aliases
@@ -83,6 +96,7 @@ def routed_text_plan(text: str, registry: Registry, aliases: Aliases | None,
     """One phase: ``text`` on the agent the router picks (``top`` > 1: the best ``top``, in
     parallel). Each task's ``routedBy`` says why; ``route`` in its meta holds the stage."""
     route = route_text(text, registry)
+    _notes("--route", route.notes)
     if not route:
         raise ConfigError(f"--route: {route.problem()}; name agents with -f, or see "
                           "`codex-flow agents list`")
@@ -106,6 +120,7 @@ def routed_files_plan(paths: list[str], registry: Registry,
     if problems:
         raise ConfigError(problems)
     route = route_files(paths, registry)
+    _notes("--route-files", route.notes)
     if not route:
         raise ConfigError(f"--route-files: no agent's file patterns match {', '.join(paths)}")
     for p in paths:
