@@ -47,6 +47,7 @@ _STOPWORDS = frozenset({
     "would", "add", "make", "new", "use", "using", "via", "when", "where", "which", "who", "how",
     "what", "each", "per", "these", "those", "than", "also"})
 _WORD = re.compile(r"[a-z][a-z0-9]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")  # characters an alias name cannot hold
 
 
 def words(text: str) -> set[str]:
@@ -65,8 +66,11 @@ class AliasBook:
     """Chooses the alias a planned task runs under, adding one only when it must.
 
     Prefers an alias bound to the agent without overrides (``architect``), then the agent's own
-    id, unless an alias of that name points elsewhere (the default ``reviewer`` alias is
-    ``code-analyzer``): then it adds ``<id>-agent``.
+    id (``coder``). When an alias of that name points elsewhere (the default ``reviewer`` alias
+    is ``code-analyzer``), it adds ``<id>-agent`` (``reviewer-agent``), then ``<id>-agent-2``,
+    ``-3``; ``<id>-2`` would read like the default ``reviewer2``, another agent. An agent whose
+    id several files share is named by its path (``core/reviewer``: ``core-reviewer``). A name
+    it adds is never one that another alias or agent already answers to.
     """
 
     def __init__(self, registry: Registry, aliases: Aliases | None = None) -> None:
@@ -80,12 +84,21 @@ class AliasBook:
             found = self.registry.find(spec["id"])
             if found is not None and found.key == agent.key and not spec["overrides"]:
                 return name
-        if agent.key not in self.base.entries and "/" not in agent.key:
+        if self._free(agent.key, agent):  # the agent's own name: no alias needed
             return agent.key
-        name = _fresh_key(f"{agent.key.replace('/', '-')}-agent",
-                          set(self.base.entries) | set(self.extra))
+        stem = _UNSAFE.sub("-", agent.key).strip("-.") or "agent"
+        candidates = [stem] if "/" in agent.key else []
+        candidates += [f"{stem}-agent", *(f"{stem}-agent-{n}" for n in range(2, 1000))]
+        name = next(c for c in candidates if self._free(c, agent))
         self.extra[name] = {"id": agent.key, "overrides": {}}
         return name
+
+    def _free(self, name: str, agent: AgentDef) -> bool:
+        """True when ``name`` is no alias yet and no other agent answers to it."""
+        if name in self.base.entries or name in self.extra or "/" in name:
+            return False
+        found = self.registry.find(name)
+        return found is None or found.key == agent.key
 
     def aliases(self) -> Aliases:
         """The alias map to run the plan with: the given one plus any added aliases."""

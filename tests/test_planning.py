@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from codexflow_nb.planner import (
     plan_data_from_reply,
     select_agents,
 )
+from codexflow_nb.registry import BUNDLED_AGENTS, load_registry
 from codexflow_nb.runtimes import Reply, RuntimeCall, RuntimeFailure, make_runtime
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -272,8 +274,41 @@ def test_alias_book_picks_sensible_aliases(registry):
     assert book.alias_for("system-architect") == "architect"
     assert book.alias_for("coder") == "coder"
     assert book.alias_for("reviewer") == "reviewer-agent"  # "reviewer" is taken
+    assert book.alias_for("reviewer") == "reviewer-agent"  # once: the same alias again
     resolved = book.aliases().resolve("reviewer-agent", registry)
     assert resolved.agent_id == "reviewer"
+    assert list(book.extra) == ["reviewer-agent"]
+
+
+def test_alias_book_numbers_further_aliases_and_never_hides_an_agent(registry):
+    taken = Aliases({"reviewer": {"id": "code-analyzer"}, "reviewer-agent": {"id": "coder"},
+                     "tester": {"id": "tester", "overrides": {"runtime": {"autonomy_level": 0.1}}}})
+    book = AliasBook(registry, taken)
+    assert book.alias_for("reviewer") == "reviewer-agent-2"
+    assert book.alias_for("tester") == "tester-agent"  # the user's "tester" has overrides
+    assert book.alias_for("coder") == "reviewer-agent"  # an alias bound to it as it is
+    resolved = book.aliases()
+    assert resolved.resolve("reviewer-agent-2", registry).agent_id == "reviewer"
+    assert resolved.resolve("tester-agent", registry).effective == registry.get("tester").data
+
+
+def test_alias_book_names_agents_of_a_shared_id_by_their_path(tmp_path):
+    agents = tmp_path / "agents"
+    shutil.copytree(BUNDLED_AGENTS, agents)
+    (agents / "index.json").unlink()
+    (agents / "triggers.json").unlink()
+    (agents / "quality").mkdir()
+    shutil.copy(agents / "core" / "reviewer.codex.yaml", agents / "quality")
+    registry = load_registry(agents)
+    assert {a.key for a in registry if a.id == "reviewer"} == {"core/reviewer", "quality/reviewer"}
+    book = AliasBook(registry, Aliases())
+    assert book.alias_for("core/reviewer") == "core-reviewer"
+    assert book.alias_for("quality/reviewer") == "quality-reviewer"
+    resolved = book.aliases()
+    assert resolved.resolve("core-reviewer", registry).agent.key == "core/reviewer"
+    planned = decompose_heuristic("zzz qqq", registry)
+    assert [t.alias for t in planned.plan.tasks] == ["planner", "coder", "tester",
+                                                      "quality-reviewer"]
 
 
 def test_heuristic_decomposer_phases(registry):
