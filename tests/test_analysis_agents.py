@@ -550,6 +550,20 @@ def test_shipped_prices_for_agent_models():
         (6_000 * 1.25 + 4_000 * 0.125 + 1_000 * 10) / 1e6)
 
 
+def test_shipped_prices_say_what_is_unconfirmed_and_the_cache_write_price():
+    import yaml
+
+    from codexflow_nb.analysis.pricing import DEFAULT_PRICING
+
+    data = yaml.safe_load(DEFAULT_PRICING.read_text())
+    openai, anthropic = data["providers"]["openai"], data["providers"]["anthropic"]
+    unconfirmed = {m for m, e in openai.items() if "UNCONFIRMED" in e.get("note", "")}
+    assert unconfirmed == {"gpt-5", "gpt-5.1-codex", "gpt-5.1-codex-max", "gpt-5.1-codex-mini"}
+    for model, entry in anthropic.items():  # 5-minute cache writes: 1.25x input
+        assert entry["cache_write"] == pytest.approx(1.25 * entry["input"]), model
+    assert load_pricing().lookup("claude-sonnet-4-5").input == 0.003  # the loader takes the file
+
+
 def test_cached_input_must_be_a_price(tmp_path):
     bad = write_text(tmp_path / "p.yaml", "providers:\n  acme:\n"
                                           "    rocket: {input: 1, output: 2, cached_input: -1}\n")
