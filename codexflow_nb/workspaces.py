@@ -21,13 +21,14 @@ import hashlib
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import CodexFlowError, ConfigError
-from .runtimes.process import finish_uncancelled
+from .runtimes.process import in_thread
 
 KINDS = ("worktree", "copy", "none")
 BRANCH_PREFIX = "codexflow/"
@@ -48,45 +49,57 @@ def _git_env() -> dict[str, str]:
     return env
 
 
-def git_sync(*args: str, cwd: str | os.PathLike[str], check: bool = True) -> str:
-    """Run git and return its stdout (for set-up checks before a run, and for cleanup)."""
+def _run_git(args: Sequence[str], cwd: str | os.PathLike[str], stdout: int | None = None,
+             lock: threading.Lock | None = None) -> subprocess.CompletedProcess[bytes]:
     try:
-        proc = subprocess.run(["git", *_GIT_CONFIG, *args], cwd=cwd, capture_output=True,
-                              env=_git_env(), timeout=120)
+        with lock or contextlib.nullcontext():
+            return subprocess.run(["git", *_GIT_CONFIG, *args], cwd=cwd, env=_git_env(),
+                                  stdout=stdout if stdout is not None else subprocess.PIPE,
+                                  stderr=subprocess.PIPE, timeout=600)
     except FileNotFoundError:
         raise ConfigError("git is not installed: the worktree workspace needs it "
                           "(apt-get install git), or use --workspace copy") from None
+
+
+def _failure(args: Sequence[str], proc: subprocess.CompletedProcess[bytes]) -> WorkspaceError:
+    message = proc.stderr.decode(errors="replace").strip().splitlines()
+    return WorkspaceError(f"git {args[0]} failed: {message[-1] if message else proc.returncode}")
+
+
+def git_sync(*args: str, cwd: str | os.PathLike[str], check: bool = True) -> str:
+    """Run git and return its stdout (for set-up checks before a run, and for cleanup)."""
+    proc = _run_git(args, cwd)
     if check and proc.returncode != 0:
-        message = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise WorkspaceError(f"git {args[0]} failed: {message[-1] if message else proc.returncode}")
+        raise _failure(args, proc)
     return proc.stdout.decode(errors="replace")
 
 
 async def git(*args: str, cwd: str | os.PathLike[str], stdout: int | None = None,
-              check: bool = True) -> str:
-    """Run git without blocking the loop; a failure is a WorkspaceError with git's last line.
-    With ``stdout`` (a file descriptor) the output goes there instead of being returned."""
+              check: bool = True, lock: threading.Lock | None = None) -> str:
+    """Run git in a worker thread (never blocking the loop, not even to start it); a failure
+    is a WorkspaceError with git's last line. With ``stdout`` (a file descriptor) the output
+    goes there instead of being returned; ``lock`` is held while git runs."""
     for attempt in range(6):
-        proc = await asyncio.create_subprocess_exec(
-            "git", *_GIT_CONFIG, *args, cwd=cwd, env=_git_env(),
-            stdout=stdout if stdout is not None else asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
-        talk = asyncio.ensure_future(proc.communicate())
-        try:
-            out, err = await asyncio.shield(talk)
-        except asyncio.CancelledError:  # git is quick: let it finish rather than leave half a step
-            await finish_uncancelled(talk)
-            raise
+        proc = await in_thread("git", _run_git, args, cwd, stdout, lock)
         if proc.returncode == 0 or not check:
-            return out.decode(errors="replace") if out else ""
-        message = err.decode(errors="replace").strip()
+            return proc.stdout.decode(errors="replace") if proc.stdout else ""
         # concurrent worktree adds in one repository can meet on a ref or config lock
-        if "lock" in message and attempt < 5:
+        if b"lock" in proc.stderr and attempt < 5:
             await asyncio.sleep(0.05 * (attempt + 1))
             continue
-        last = message.splitlines()[-1] if message else f"exit {proc.returncode}"
-        raise WorkspaceError(f"git {args[0]} failed: {last}")
+        raise _failure(args, proc)
     raise AssertionError("unreachable")
+
+
+_repo_locks: dict[str, threading.Lock] = {}
+_repo_locks_guard = threading.Lock()
+
+
+def repo_lock(repo: Path) -> threading.Lock:
+    """One lock per repository for ``git worktree add``: concurrent adds race in git itself
+    (a new worktree's ``commondir`` or ``HEAD`` is sometimes read before it is written)."""
+    with _repo_locks_guard:
+        return _repo_locks.setdefault(str(repo), threading.Lock())
 
 
 def is_git_repo(path: Path) -> bool:
@@ -133,10 +146,8 @@ class Workspace:
         await git(*g, "add", "-A", cwd=cwd)
         await git(*g, "commit", "-q", "--no-verify", "--allow-empty", "-m",
                   f"codexflow: {self.branch or self.path.name}", cwd=cwd)
-        numstat = await git(*g, "diff", "--numstat", "-z", "--no-renames", self.start, "HEAD",
-                            cwd=cwd)
-        status = await git(*g, "diff", "--name-status", "-z", "--no-renames", self.start, "HEAD",
-                           cwd=cwd)
+        stats = await git(*g, "diff", "--raw", "--numstat", "-z", "--no-renames", self.start,
+                          "HEAD", cwd=cwd)
         if patch_path is not None:
             patch_path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(patch_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -145,27 +156,25 @@ class Workspace:
                           "HEAD", cwd=cwd, stdout=fd)
             finally:
                 os.close(fd)
-        return summarise_diff(numstat, status)
+        return summarise_diff(stats)
 
 
-def summarise_diff(numstat: str, name_status: str) -> dict[str, Any]:
+def summarise_diff(stats: str) -> dict[str, Any]:
     """``{files: [{path, status, insertions, deletions}], insertions, deletions}`` from
-    ``git diff --numstat -z`` and ``--name-status -z`` (binary files count 0 lines)."""
+    ``git diff --raw --numstat -z`` (binary files count 0 lines)."""
     statuses: dict[str, str] = {}
-    parts = name_status.split("\0")
-    for code, path in zip(parts[0::2], parts[1::2], strict=False):
-        if code:
-            statuses[path] = {"A": "added", "D": "deleted"}.get(code[0], "modified")
     files = []
-    for record in numstat.split("\0"):
-        if not record:
-            continue
-        added, removed, path = record.split("\t", 2)
-        ins = int(added) if added.isdigit() else 0
-        dels = int(removed) if removed.isdigit() else 0
-        files.append({"path": path, "status": statuses.get(path, "modified"),
-                      "insertions": ins, "deletions": dels, **({"binary": True} if added == "-"
-                                                              else {})})
+    parts = iter(stats.split("\0"))
+    for record in parts:
+        if record.startswith(":"):  # raw: ":old new sha sha STATUS" then the path
+            statuses[next(parts, "")] = {"A": "added", "D": "deleted"}.get(record[-1:],
+                                                                           "modified")
+        elif record:
+            added, removed, path = record.split("\t", 2)
+            files.append({"path": path, "status": statuses.get(path, "modified"),
+                          "insertions": int(added) if added.isdigit() else 0,
+                          "deletions": int(removed) if removed.isdigit() else 0,
+                          **({"binary": True} if added == "-" else {})})
     return {"files": files, "insertions": sum(f["insertions"] for f in files),
             "deletions": sum(f["deletions"] for f in files)}
 
@@ -302,8 +311,11 @@ class Workspaces:
                     done.append(dep)
                     start = start if len(done) > 1 else sha
         assert start is not None
-        await git("worktree", "add", "--quiet", "--no-track", "-B", branch, str(path), start,
-                  cwd=self.repo)
+        # what `git worktree add` does, in two steps: the bookkeeping one at a time per
+        # repository (git races there), the checkout (`reset --hard`, as git's own) in parallel
+        await git("worktree", "add", "--quiet", "--no-checkout", "--no-track", "-B", branch,
+                  str(path), start, cwd=self.repo, lock=repo_lock(self.repo))
+        await git("reset", "--hard", "--quiet", "--no-recurse-submodules", cwd=path)
         ws = Workspace("worktree", path, start, branch, self.repo)
         if len(done) > 1:
             await _merge_dependencies(ws, done[1:])
@@ -313,7 +325,7 @@ class Workspaces:
         git_dir = path.with_name(path.name + ".git")
         for old in (path, git_dir):
             if old.exists():
-                await asyncio.to_thread(shutil.rmtree, old)
+                await in_thread("git", shutil.rmtree, old)
         path.parent.mkdir(parents=True, exist_ok=True)
         after = [w for w in after if w.kind == "copy" and w.git_dir is not None
                  and w.git_dir.is_dir()]
@@ -353,18 +365,18 @@ class Workspaces:
         skip = [Path(p).expanduser().resolve() for p in self.private]
         skip = [p for p in skip if _inside(p, source)]
         if not skip:
-            proc = await asyncio.create_subprocess_exec(
-                "cp", "-a", "--reflink=auto", f"{source}/.", str(target),
-                stderr=asyncio.subprocess.PIPE)
-            _, err = await proc.communicate()
+            proc = await in_thread("git", subprocess.run,
+                                   ["cp", "-a", "--reflink=auto", f"{source}/.", str(target)],
+                                   stderr=subprocess.PIPE)
             if proc.returncode == 0:
                 return
-            raise WorkspaceError(f"cannot copy {source}: {err.decode(errors='replace').strip()}")
+            err = proc.stderr.decode(errors="replace").strip()
+            raise WorkspaceError(f"cannot copy {source}: {err}")
 
         def ignore(folder: str, names: list[str]) -> list[str]:
             return [n for n in names if Path(folder, n).resolve() in skip]
 
-        await asyncio.to_thread(shutil.copytree, source, target, symlinks=True, ignore=ignore)
+        await in_thread("git", shutil.copytree, source, target, symlinks=True, ignore=ignore)
 
 
 async def _merge_dependencies(ws: Workspace, others: Sequence[Workspace]) -> None:
@@ -386,7 +398,7 @@ async def remove_worktree(repo: Path, path: Path) -> None:
     """Remove one worktree folder (and git's record of it)."""
     await git("worktree", "remove", "--force", "--force", str(path), cwd=repo, check=False)
     if path.exists():
-        await asyncio.to_thread(shutil.rmtree, path, True)
+        await in_thread("git", shutil.rmtree, path, True)
     await git("worktree", "prune", cwd=repo, check=False)
 
 

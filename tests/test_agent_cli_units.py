@@ -96,9 +96,11 @@ def test_claude_stream_to_steps_and_error_results() -> None:
 
 
 def test_diff_summary_counts_binary_and_statuses() -> None:
+    z = "0" * 40
+    raw = (f":100644 100644 {z} {z} M\0a.py\0:000000 100644 {z} {z} A\0img.png\0"
+           f":100644 000000 {z} {z} D\0old.txt\0")
     numstat = "3\t1\ta.py\0-\t-\timg.png\0" + "0\t4\told.txt\0"
-    status = "M\0a.py\0A\0img.png\0D\0old.txt\0"
-    s = summarise_diff(numstat, status)
+    s = summarise_diff(raw + numstat)
     assert s["insertions"] == 3 and s["deletions"] == 5
     assert [(f["path"], f["status"]) for f in s["files"]] == [
         ("a.py", "modified"), ("img.png", "added"), ("old.txt", "deleted")]

@@ -26,7 +26,7 @@ from ..workspaces import Workspace, WorkspaceError, Workspaces
 from .adapters import ADAPTERS, Adapter, Turn, claude_tools
 from .base import ChunkCallback, Reply, RuntimeCall, RuntimeFailure
 from .binaries import find_binary
-from .process import OutputTooLong, run_lines
+from .process import OutputTooLong, in_thread, run_lines
 
 AGENT_RUNTIMES = tuple(ADAPTERS)
 #: stderr kept per task in ``stderr.log`` (the rest is dropped).
@@ -140,12 +140,8 @@ class AgentCliRuntime:
         emit = call.emit
         ws = await self._workspace(call)
         task_dir = Path(call.task_dir) if call.task_dir else None
-        if ws is not None:
-            if emit is not None:
-                emit("task_workspace", workspace=ws.describe())
-            if task_dir is not None:  # cleanup removes the workspace with the task's folder
-                task_dir.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(task_dir / "workspace.json", ws.describe())
+        if ws is not None and emit is not None:
+            emit("task_workspace", workspace=ws.describe())
         workdir = str(ws.path) if ws is not None else os.getcwd()
         settings = self.settings(call.agent)
         assert self.binary is not None
@@ -153,8 +149,8 @@ class AgentCliRuntime:
                                     ws is not None and ws.kind == "worktree")
         turn = Turn(on_chunk=on_chunk,
                     on_step=(lambda step: emit("task_step", **step)) if emit else None)
-        transcript = _Appender(task_dir / "transcript.jsonl" if task_dir else None)
-        stderr_log = _Appender(task_dir / "stderr.log" if task_dir else None, STDERR_FILE_LIMIT)
+        transcript, stderr_log = await in_thread(
+            "io", _task_files, task_dir, ws.describe() if ws is not None else None)
         env = dict(self.env if self.env is not None else os.environ)
         env.update(CODEXFLOW_RUN_ID=call.run_id, CODEXFLOW_TASK_ID=call.task_id,
                    CODEXFLOW_ALIAS=call.alias, CODEXFLOW_AGENT_ID=call.agent_id)
@@ -247,6 +243,17 @@ class AgentCliRuntime:
         if not turn.finished or turn.final is None:
             return f"{self.name}: the event stream ended without a final message", True
         return None
+
+
+def _task_files(task_dir: Path | None,
+                workspace: dict[str, Any] | None) -> tuple[_Appender, _Appender]:
+    """The task folder's ``workspace.json`` (cleanup removes the workspace with the task's
+    folder) and its appenders: ``transcript.jsonl`` and ``stderr.log``."""
+    if task_dir is not None and workspace is not None:
+        task_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(task_dir / "workspace.json", workspace)
+    return (_Appender(task_dir / "transcript.jsonl" if task_dir else None),
+            _Appender(task_dir / "stderr.log" if task_dir else None, STDERR_FILE_LIMIT))
 
 
 class _Appender:
