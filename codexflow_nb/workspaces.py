@@ -214,6 +214,7 @@ class Workspaces:
     base_sha: str | None = None
     warnings: list[str] = field(default_factory=list)
     _dirs: dict[str, Path] = field(default_factory=dict)
+    _objects: Path | None = None
 
     def prepare(self) -> list[str]:
         """Check the folder and base; returns warnings (a dirty main checkout). Raises
@@ -242,6 +243,9 @@ class Workspaces:
                 self.warnings.append(f"{self.repo} has uncommitted changes: they are not in the "
                                      f"workspaces, which start from {self.base} "
                                      f"({self.base_sha[:10]})")
+        if git_repo:  # a copy's snapshot borrows the objects it shares with the repository
+            common = git_sync("rev-parse", "--git-common-dir", cwd=self.repo).strip()
+            self._objects = (self.repo / common).resolve() / "objects"
         self.root = Path(self.root or default_root(self.kind, self.repo)).expanduser().resolve()
         if _inside(self.root, self.repo):
             raise ConfigError(f"--workspaces-dir {self.root}: must be outside {self.repo} "
@@ -334,6 +338,13 @@ class Workspaces:
         ws = Workspace("copy", path, None, None, None, git_dir)
         g = ws._git_args()
         await git(*g, "init", "-q", cwd=path.parent)
+        # files the repository (or a dependency's snapshot) has already are not written again
+        borrowed = [str(d.git_dir / "objects") for d in after if d.git_dir is not None]
+        if self._objects is not None and self._objects.is_dir():
+            borrowed.append(str(self._objects))
+        if borrowed:
+            (git_dir / "objects" / "info" / "alternates").write_text(
+                "".join(f"{b}\n" for b in borrowed), encoding="utf-8")
         await git(*g, "add", "-A", cwd=path)
         await git(*g, "commit", "-q", "--no-verify", "--allow-empty", "-m", "codexflow: start",
                   cwd=path)
