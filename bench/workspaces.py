@@ -22,8 +22,8 @@
    engine (``prepare_run`` with the runtime object, events to a log, ``.runs`` on); the delay
    from the print to the ``task_chunk`` event (``on_event``). Baselines: the same 16 processes
    read bare, without and with a bare ``git worktree add`` (and bare collect) each. Target:
-   under 100 ms. Concurrent ``git worktree add`` in one repository can fail (a race in git);
-   the failed tasks are counted and named in the verdicts.
+   under 100 ms. The bare baseline runs concurrent ``git worktree add`` in one repository, which
+   can fail (a race in git itself); failed tasks are counted and named in the verdicts.
 
 "This repository" is a ``git clone`` of it made in the scratch folder (the same files and
 history, packed): what is copied then does not change while others work in the checkout, and
@@ -763,7 +763,7 @@ def part_overhead(repo: Path, scratch: Path, outside: Path, fake: Path, reps: in
                        "total ms", "x bare", "beyond bare ms", "CPU ms", "beyond bare CPU ms"]))
     print("\nEach runtime row against the bare row above it; the bare worktree row runs the agent "
           "in a bare `git worktree add`\nand ends with `git add -A; git commit; git diff "
-          "--binary` (our collect runs 5 git commands). beyond bare: median over the\n"
+          "--binary` (our collect runs 4 git commands). beyond bare: median over the\n"
           "repetitions of (this call - the bare call just before it). CPU: this process and its "
           "children (the fake agent, git),\nuser + system.")
     n = 10 if reps < 10 else 50
