@@ -8,6 +8,7 @@ patch to the main checkout is the one thing here that changes it, and only on re
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,10 +63,22 @@ class TaskChanges:
 
 
 def _events(log_file: Path) -> list[dict[str, Any]]:
-    try:
-        data = log_file.read_bytes()
+    try:  # O_NONBLOCK: a FIFO must not wait for a writer (nor /dev/zero be read forever)
+        fd = os.open(log_file, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise ConfigError(f"{log_file}: cannot read the event log: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError(f"{log_file}: a folder, not the event log (pass --log-file)")
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{log_file}: not a regular file (expected the event log)")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"{log_file}: cannot read the event log: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     out = []
     for line in data.splitlines():
         try:
@@ -81,6 +94,8 @@ def run_changes(run_id: str = "last", *, log_file: str | os.PathLike[str] = "dat
                 runs_dir: str | os.PathLike[str] | None = ".runs") -> list[TaskChanges]:
     """Every task of ``run_id`` (``last``: the newest run in the log) that ran in a workspace,
     in plan order."""
+    if runs_dir is not None and Path(runs_dir).exists() and not Path(runs_dir).is_dir():
+        raise ConfigError(f"--runs-dir {runs_dir}: not a folder (expected the run store, .runs)")
     events = _events(Path(log_file))
     if run_id == "last":
         started = [e.get("runId") for e in events if e.get("kind") == "run_started"]

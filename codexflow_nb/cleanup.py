@@ -632,6 +632,9 @@ def cleanup(runs_dir: str | os.PathLike[str] | None = ".runs",
         if runs_dir is not None:
             open_runs_dir_checked(runs_dir)
         log = Path(log_file) if log_file is not None else None
+        if log is not None and not log.is_symlink() and log.exists() and not log.is_file():
+            # refused before its lock file is made beside it (a folder, a FIFO, a device)
+            raise ConfigError(f"{log}: not a regular file (expected the event log)")
         if log is not None and not log.is_symlink() and log.parent.is_dir():
             over = log.is_file() and log.stat().st_size > logs_max_bytes
             lock = LogLock(log, wait=wait if over else 0.0, create=not dry_run, on_wait=on_wait)

@@ -55,16 +55,19 @@ def read_run(log_file: str | os.PathLike[str], run_id: str) -> RunFacts:
     path = Path(log_file)
     if not path.is_file():
         raise ConfigError(f"{path}: no event log here (pass --log-file)")
-    runs = list(dict.fromkeys(e["runId"] for e in _events(path, b"run_started")
-                              if e.get("kind") == "run_started"))
-    if not runs:
-        raise ConfigError(f"{path}: the event log holds no runs")
-    wanted = runs[-1] if run_id == LATEST else run_id
-    facts, seen = RunFacts(wanted), False
-    for event in _events(path, wanted.encode()):
-        if event["runId"] == wanted:
-            seen = True
-            _apply(facts, event)
+    try:
+        runs = list(dict.fromkeys(e["runId"] for e in _events(path, b"run_started")
+                                  if e.get("kind") == "run_started"))
+        if not runs:
+            raise ConfigError(f"{path}: the event log holds no runs")
+        wanted = runs[-1] if run_id == LATEST else run_id
+        facts, seen = RunFacts(wanted), False
+        for event in _events(path, wanted.encode()):
+            if event["runId"] == wanted:
+                seen = True
+                _apply(facts, event)
+    except OSError as exc:  # unreadable (permissions), or gone meanwhile
+        raise ConfigError(f"{path}: cannot read the event log: {exc.strerror or exc}") from None
     if not seen:
         raise ConfigError(f"run {run_id!r} is not in {path} (latest runs there: "
                           f"{', '.join(runs[-5:])}; '{LATEST}' picks the latest)")
@@ -263,6 +266,8 @@ def export_run(run_id: str, notebook: str | os.PathLike[str], *,
     except ImportError as exc:
         raise ConfigError(f"export-run needs {exc.name}: pip install "
                           "'codexflow-nb[notebook]'") from None
+    if runs_dir is not None and Path(runs_dir).exists() and not Path(runs_dir).is_dir():
+        raise ConfigError(f"--runs-dir {runs_dir}: not a folder (expected the run store, .runs)")
     facts = read_run(log_file, run_id)
     if runs_dir is not None and not Path(runs_dir).is_dir():
         runs_dir = None  # no run store: the notebook leaves the outputs section out

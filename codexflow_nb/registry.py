@@ -448,6 +448,11 @@ def load_registry(path: str | os.PathLike[str] | None = None, *, check_index: bo
     root = resolve_agents_dir(path)
     if not root.is_dir():
         raise ConfigError(f"{root}: agents folder not found")
+    try:  # a folder we may not list would look empty (rglob skips it): say why instead
+        with os.scandir(root):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{root}: cannot read the agents folder: {exc.strerror or exc}") from None
     problems: list[str] = []
     warnings: list[str] = []
     parsed: list[tuple[Path, dict[str, Any]]] = []
@@ -505,7 +510,7 @@ def load_registry(path: str | os.PathLike[str] | None = None, *, check_index: bo
                                rel=file.relative_to(root).as_posix()))
 
     index_file = root / "index.json"
-    if check_index and index_file.is_file() and not problems:
+    if check_index and not problems and index_file.is_file():
         try:
             stale = _check_index(index_file, Registry(root, agents))
         except ConfigError as exc:

@@ -206,3 +206,127 @@ def test_read_bounded_and_check_shape_units(tmp_path: Path) -> None:
         laughs = [laughs] * 10
     with pytest.raises(ConfigError, match="more than"):
         check_shape(laughs, "x")
+
+
+# -- the other subcommands: changes, route, completion, cleanup, report, export-run ----------
+
+@pytest.fixture
+def ran(cwd: Path) -> Path:
+    """``cwd`` with one finished stub run (its log and run store), a folder, a plain file, a
+    log that is not JSON and a FIFO."""
+    assert main(["run", "--example", "--no-plan", "--no-progress",
+                 "--stub-latency-ms", "1"]) == 0
+    (cwd / "adir").mkdir()
+    (cwd / "afile").write_text("x\n")
+    (cwd / "notjson.jsonl").write_bytes(b"\xff\xfe not an event\n")
+    os.mkfifo(cwd / "pipe")
+    return cwd
+
+
+SUBCOMMAND_REFUSALS = [
+    (["changes", "--runs-dir", "afile"], "--runs-dir afile: not a folder"),
+    (["changes", "--log-file", "adir"], "adir: a folder, not the event log"),
+    (["changes", "--log-file", "/dev/zero"], "/dev/zero: not a regular file"),
+    (["changes", "--log-file", "missing.jsonl"], "missing.jsonl: cannot read the event log"),
+    (["changes", "--show", "nope"], "no task 'nope'"),
+    (["route", "--top", "0", "review"], "argument --top: must be between 1 and 100"),
+    (["route", "review", "--agents-dir", "afile"], "afile: agents folder not found"),
+    (["route", "review", "--agents-dir", "adir"], "adir: no *.codex.yaml files found"),
+    (["completion", "powershell"], "invalid choice: 'powershell'"),
+    (["cleanup", "--wait", "nan"], "argument --wait: must be 0 or more seconds"),
+    (["cleanup", "--logs-max-bytes", "-5"], "argument --logs-max-bytes: not a size"),
+    (["cleanup", "--runs-max-per-alias", "1e99"], "not a whole number"),
+    (["cleanup", "--runs-dir", "afile"], "afile: not a folder"),
+    (["cleanup", "--log-file", "adir"], "adir: not a regular file"),  # and no adir.lock made
+    (["report", "--log-file", "notjson.jsonl"], "no runs in the event log (notjson.jsonl: "
+                                                "skipped 1 bad line(s)"),
+    (["report", "--log-file", "adir"], "adir: folder holds no *.jsonl event log"),
+    (["report", "--pricing", "adir"], "adir: a folder, not a pricing file"),
+    (["report", "--pricing", "/dev/zero"], "/dev/zero: not a regular file"),
+    (["report", "--html", "adir"], "--html adir: a folder, not a file to write"),
+    (["report", "--otlp-json", "afile/spans.json"], "afile is not a folder"),
+    (["report", "--csv", "afile"], "--csv afile: afile is not a folder"),
+    (["export-run", "last", "--notebook", "o.ipynb", "--runs-dir", "afile", "--no-execute"],
+     "--runs-dir afile: not a folder"),
+    (["export-run", "last", "--notebook", "o.ipynb", "--log-file", "adir", "--no-execute"],
+     "adir: no event log here"),
+    (["export-run", "last", "--notebook", "o.ipynb", "--timeout", "0"],
+     "argument --timeout: must be between 1 and 86,400 seconds"),
+    (["export-run", "last", "--notebook", "o.ipynb", "--timeout", "abc"],
+     "expected a whole number of seconds"),
+    (["export-run", "last", "--notebook", "afile/o.ipynb", "--no-execute"],
+     "afile is not a folder"),
+]
+
+
+@pytest.mark.parametrize("argv, problem", SUBCOMMAND_REFUSALS,
+                         ids=[" ".join(a) for a, _ in SUBCOMMAND_REFUSALS])
+def test_subcommands_refuse_bad_values_and_paths_in_one_line(ran: Path, capsys, argv,
+                                                             problem) -> None:
+    assert problem in refused(capsys, *argv)
+
+
+@pytest.mark.parametrize("argv", [["changes", "--log-file", "pipe"],
+                                  ["report", "--pricing", "pipe"],
+                                  ["report", "--log-file", "pipe"],
+                                  ["cleanup", "--log-file", "pipe"],
+                                  ["export-run", "last", "--notebook", "o.ipynb",
+                                   "--log-file", "pipe", "--no-execute"]])
+def test_subcommands_never_wait_on_a_fifo(ran: Path, argv: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", "codexflow_nb", *argv], cwd=ran,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _without_read_rights() -> list[str] | None:
+    """A command prefix under which a mode-000 file cannot be read: none for a normal user;
+    root without its DAC override capabilities (setpriv); None when neither is possible."""
+    if os.geteuid() != 0:
+        return []
+    if not Path("/usr/bin/setpriv").exists():
+        return None
+    probe = subprocess.run(["/usr/bin/setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                            "true"], capture_output=True)
+    return (["/usr/bin/setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+            if probe.returncode == 0 else None)
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["changes", "--log-file", "secret.jsonl"], "secret.jsonl: cannot read the event log"),
+    (["report", "--log-file", "secret.jsonl"], "secret.jsonl: cannot read the event log"),
+    (["report", "--pricing", "secret.jsonl"], "secret.jsonl: cannot read the pricing file"),
+    (["export-run", "last", "--notebook", "o.ipynb", "--log-file", "secret.jsonl",
+      "--no-execute"], "secret.jsonl: cannot read the event log"),
+    (["cleanup", "--log-file", "secret.jsonl", "--dry-run"], "secret.jsonl: cleanup failed"),
+    (["route", "review", "--agents-dir", "locked"], "locked: cannot read the agents folder"),
+])
+def test_subcommands_name_an_unreadable_file(ran: Path, argv: list[str], problem: str) -> None:
+    prefix = _without_read_rights()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: every file is readable")
+    secret = ran / "secret.jsonl"
+    secret.write_bytes((ran / "data" / "logs" / "events.jsonl").read_bytes())
+    (ran / "locked").mkdir()
+    for path in (secret, ran / "locked"):
+        path.chmod(0)
+    try:
+        proc = subprocess.run([*prefix, sys.executable, "-m", "codexflow_nb", *argv], cwd=ran,
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        for path in (secret, ran / "locked"):
+            path.chmod(0o700)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert problem in proc.stderr and "Permission denied" in proc.stderr
+    assert not (ran / "o.ipynb").exists()
+
+
+def test_an_os_error_no_check_named_is_still_one_line(cwd: Path, capsys, monkeypatch) -> None:
+    import argcomplete
+
+    def denied(*args: object, **kwargs: object) -> str:
+        raise PermissionError(13, "Permission denied", "/somewhere/file")
+
+    monkeypatch.setattr(argcomplete, "shellcode", denied)
+    line = refused(capsys, "completion", "bash")
+    assert line == "codex-flow: error: /somewhere/file: Permission denied"

@@ -83,3 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `codex-flow run -v | head`: stop printing quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:  # a file or folder no check above named: one line, never a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"codex-flow: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2

@@ -25,9 +25,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="interactive charts only, no PNG copies (faster; no kaleido needed)")
     p.add_argument("--no-execute", dest="execute", action="store_false",
                    help="write the notebook without running it")
-    p.add_argument("--timeout", type=int, default=300, metavar="S",
-                   help="seconds each cell may take (default 300)")
+    p.add_argument("--timeout", type=_seconds, default=300, metavar="S",
+                   help="seconds each cell may take, 1 to 86400 (default 300)")
     p.set_defaults(func=cmd_export_run)
+
+
+def _seconds(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of seconds, got {text!r}") from None
+    if not 1 <= value <= 86_400:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 86,400 seconds, got {value}")
+    return value
 
 
 def cmd_export_run(args: argparse.Namespace) -> int:

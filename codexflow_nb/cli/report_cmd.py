@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import warnings
 from html import escape
@@ -53,17 +54,28 @@ def cmd_report(args: argparse.Namespace) -> int:
                           f"'codexflow-nb[analysis]' ({exc})") from None
     from ..analysis import otel
 
+    _check_outputs(args)  # a target that cannot be written exits 2 before any work
     if args.otlp_endpoint:  # a bad URL or header exits 2 before any work
         otel.Sender.from_env(args.otlp_endpoint)
     if args.otlp_proto or args.otlp_endpoint:
         otel.proto_modules()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", analysis.EventLogWarning)
-        events = analysis.load_events(args.log_file)
-    for w in caught:
-        print(f"codex-flow: warning: {w.message}", file=sys.stderr)
-    events = _select(events, args)
-    pricing = analysis.load_pricing(args.pricing)
+        try:
+            events = analysis.load_events(args.log_file)
+        except OSError as exc:  # unreadable (permissions), or a log that vanished meanwhile
+            raise ConfigError(f"{exc.filename or args.log_file}: cannot read the event log: "
+                              f"{exc.strerror or exc}") from None
+    skipped = [str(w.message) for w in caught]
+    try:
+        events = _select(events, args)
+    except ConfigError as exc:  # one line: why no run was found, with the lines skipped
+        if not skipped:
+            raise
+        raise ConfigError([f"{p} ({'; '.join(skipped)})" for p in exc.problems]) from None
+    for message in skipped:
+        print(f"codex-flow: warning: {message}", file=sys.stderr)
+    pricing = analysis.load_pricing(_pricing_file(args.pricing))
     tasks = analysis.tasks_frame(events, pricing=pricing)
     aliases = analysis.alias_summary(tasks)
     runs = analysis.run_summary(tasks, events)
@@ -102,6 +114,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pricing_file(path: str | None) -> str | None:
+    """``--pricing`` (or ``$CODEXFLOW_PRICING``), refused early when it is not a regular file:
+    reading a FIFO would wait forever, and a device would never end."""
+    from ..analysis.pricing import ENV_VAR
+
+    chosen = path if path is not None else os.environ.get(ENV_VAR) or None
+    if chosen is not None:
+        target = Path(chosen)
+        if target.is_dir():
+            raise ConfigError(f"{chosen}: a folder, not a pricing file")
+        if target.exists() and not target.is_file():
+            raise ConfigError(f"{chosen}: not a regular file (expected a pricing file)")
+    return path
+
+
 def _select(events: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
     runs = events.loc[events["run"].notna()].groupby("run", observed=True)["ts"].min().sort_values()
     if runs.empty:
@@ -119,6 +146,27 @@ def _select(events: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
     for col in ("run", "alias", "agent", "kind", "model"):
         picked[col] = picked[col].cat.remove_unused_categories()
     return picked
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse output paths that cannot be written (a folder given as a file, a file in the way
+    of a folder) before the report is built: the HTML report alone can take seconds."""
+    for option, value in (("--html", args.html), ("--otlp-json", args.otlp_json),
+                          ("--otlp-proto", args.otlp_proto)):
+        if value is None:
+            continue
+        target = Path(value)
+        if target.is_dir():
+            raise ConfigError(f"{option} {value}: a folder, not a file to write")
+        blocked = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+        if blocked is not None:
+            raise ConfigError(f"{option} {value}: {blocked} is not a folder")
+    if args.csv is not None:
+        folder = Path(args.csv)
+        blocked = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()),
+                       None)
+        if blocked is not None:
+            raise ConfigError(f"--csv {args.csv}: {blocked} is not a folder")
 
 
 def _mkdir(path: Path) -> None:
