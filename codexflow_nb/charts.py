@@ -26,6 +26,15 @@ STATUS_COLORS = {"completed": "#2ca02c", "failed": "#d62728", "timeout": "#ff7f0
                  "unfinished": "#000000"}
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
             "#7f7f7f", "#bcbd22", "#17becf"]
+#: The keyword arguments every chart takes, named and meant as in plotly express.
+CHART_OPTIONS = ("title", "color", "color_discrete_map", "color_discrete_sequence", "template",
+                 "height", "width")
+#: Colours of the token bars of :func:`usage` (``color_discrete_map`` may name them too).
+TOKEN_COLORS = {"tokens in": "#9ecae1", "tokens out": "#3182bd"}
+#: A box, violin or line-wide band narrower than this share of its median is drawn as points.
+FLAT_SPREAD = 0.01
+_NONE = "(none)"
+_CLEAR = "rgba(255,255,255,0)"
 
 
 def _tasks(frame: pd.DataFrame) -> pd.DataFrame:
@@ -34,12 +43,121 @@ def _tasks(frame: pd.DataFrame) -> pd.DataFrame:
     return tasks_frame(frame) if "kind" in frame.columns else frame
 
 
-def _empty(title: str, message: str) -> go.Figure:
+def _empty(title: str, message: str, template: Any = None, height: int | None = None,
+           width: int | None = None) -> go.Figure:
     import plotly.graph_objects as go
 
     fig = go.Figure(layout={"title": title})
     fig.add_annotation(text=message, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    _size(fig, template, height, width)
     return fig
+
+
+def _size(fig: go.Figure, template: Any, height: int | None, width: int | None) -> None:
+    if template is not None:
+        fig.update_layout(template=template)
+    if height is not None:
+        fig.update_layout(height=height)
+    if width is not None:
+        fig.update_layout(width=width)
+
+
+def _finish(fig: go.Figure, title: str, template: Any, height: int | None, width: int | None,
+            *, legend_title: str | None = None) -> go.Figure:
+    """Title, template and size; the title at the top and the legend in a row under it, above
+    the plot (so it covers no data and is not cut off in a narrow notebook column)."""
+    _size(fig, template, height, width)
+    tall = fig.layout.height or 450
+    fig.update_layout(
+        height=tall,
+        title={"text": title, "x": 0, "xref": "paper", "xanchor": "left", "yref": "container",
+               "y": 1 - 12 / tall, "yanchor": "top"},
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "xref": "paper",
+                "yref": "container", "y": 1 - 44 / tall, "yanchor": "top",
+                "title": {"text": legend_title or ""}, "traceorder": "normal"},
+        margin={"t": 100, "r": 24})
+    return fig
+
+
+def _check_color(frame: pd.DataFrame, color: str | None, chart: str) -> None:
+    if color is not None and color not in frame.columns:
+        raise ValueError(f"{chart}(color={color!r}): not a column of the frame (e.g. 'alias', "
+                         f"'agent', 'status', 'model', 'phase', or None)")
+
+
+def _labels(values: pd.Series) -> pd.Series:
+    """Values as strings for legends and colours (missing: ``(none)``)."""
+    return values.astype(object).where(values.notna(), _NONE).astype(str)
+
+
+def _split(frame: pd.DataFrame, column: str | None) -> list[tuple[str, pd.DataFrame]]:
+    """``frame`` split by ``column``: categories in their order, other values as they appear."""
+    import pandas as pd
+
+    if column is None:
+        return [("all tasks", frame)]
+    keys = frame[column]
+    labels = _labels(keys)
+    if isinstance(keys.dtype, pd.CategoricalDtype):
+        seen = set(labels)
+        order = [str(c) for c in keys.cat.categories if str(c) in seen]
+        order += [_NONE] if _NONE in seen and _NONE not in order else []
+    else:
+        order = list(dict.fromkeys(labels))
+    return [(value, frame[labels == value]) for value in order]
+
+
+def _colorway(template: Any) -> list[str]:
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    chosen = pio.templates.default if template is None else template
+    try:
+        tmpl = pio.templates[chosen] if isinstance(chosen, str) else go.layout.Template(chosen)
+        return list(tmpl.layout.colorway or [])
+    except (KeyError, ValueError, TypeError):
+        return []
+
+
+def _colors(values: list[str], column: str | None, color_discrete_map: Mapping[str, str] | None,
+            color_discrete_sequence: list[str] | None, template: Any) -> dict[str, str]:
+    """A colour per value, as plotly express picks them: ``color_discrete_map`` first (statuses
+    have :data:`STATUS_COLORS`), then the sequence (default: the template's colorway)."""
+    sequence = list(color_discrete_sequence or _colorway(template) or _PALETTE)
+    fixed = {**(STATUS_COLORS if column == "status" else {}),
+             **{str(k): v for k, v in (color_discrete_map or {}).items()}}
+    out: dict[str, str] = {}
+    for value in values:
+        out[value] = fixed.get(value) or sequence[len(out) % len(sequence)]
+    return out
+
+
+def _time_unit(ms: float) -> tuple[float, str]:
+    """The divisor and tick suffix for durations up to ``ms``: ms, s, min or h."""
+    if ms != ms or ms < 2_000:  # NaN too
+        return 1.0, " ms"
+    if ms < 120_000:
+        return 1_000.0, " s"
+    if ms < 7_200_000:
+        return 60_000.0, " min"
+    return 3_600_000.0, " h"
+
+
+def _origin(tasks: pd.DataFrame) -> Any:
+    """When the first task was queued (or started): the zero of the time axes."""
+    import pandas as pd
+
+    found = [v for v in (tasks["queued"].min(), tasks["started"].min(), tasks["finished"].min())
+             if pd.notna(v)]
+    return min(found) if found else None
+
+
+def _since(ts: pd.Series, origin: Any, divisor: float) -> pd.Series:
+    return (ts - origin).dt.total_seconds() * (1000.0 / divisor)
+
+
+def _time_axis_title(origin: Any) -> str:
+    return f"time since {origin:%Y-%m-%d %H:%M:%S} UTC" if origin is not None else "time"
 
 
 def _lanes(tasks: pd.DataFrame) -> list[str]:
@@ -60,42 +178,74 @@ def _lanes(tasks: pd.DataFrame) -> list[str]:
     return labels.tolist()
 
 
-def timeline(tasks: pd.DataFrame, title: str = "Tasks over time") -> go.Figure:
-    """Gantt of tasks: one row per alias slot (``alias #n``), coloured by status, with the task
-    text, times and attempts on hover. Tasks that never started show as ``x`` at their end."""
+def _lane_key(lane: str) -> tuple[str, int]:
+    alias, _, slot = lane.rpartition(" #")
+    if alias and slot.isdigit():
+        return alias, int(slot)
+    return lane.removesuffix(_NOT_STARTED), 1 << 30
+
+
+_NOT_STARTED = " · not started"
+
+
+def timeline(tasks: pd.DataFrame, title: str = "Tasks over time", *, color: str | None = "status",
+             color_discrete_map: Mapping[str, str] | None = None,
+             color_discrete_sequence: list[str] | None = None, template: Any = None,
+             height: int | None = None, width: int | None = None) -> go.Figure:
+    """Gantt of tasks: one row per alias slot (``alias #n``, in slot order), bars coloured by
+    ``color`` (a column, default the status), on an axis of ms, s, min or h since the first task
+    was queued, with the task text, times and attempts on hover. Tasks that never started are
+    ``x`` marks at their end, in a row of their own per alias (``alias · not started``)."""
     import plotly.graph_objects as go
 
     tasks = _tasks(tasks)
     if tasks.empty:
-        return _empty(title, "no tasks")
+        return _empty(title, "no tasks", template, height, width)
+    _check_color(tasks, color, "timeline")
+    origin = _origin(tasks)
     ran = tasks[tasks["started"].notna()].copy()
     end = ran["finished"].fillna(tasks["finished"].max())
     ran["lane"] = _lanes(ran.assign(finished=end))
+    never = tasks[tasks["started"].isna() & tasks["finished"].notna()]
+    last = max((v for v in (end.max(), never["finished"].max()) if v == v), default=origin)
+    divisor, unit = _time_unit((last - origin).total_seconds() * 1000 if origin is not None else 0)
+    groups = _split(ran, color)
+    shown = [v for v, _ in groups] + ([] if color is None else list(_labels(never[color])))
+    colors = _colors(list(dict.fromkeys(shown)), color, color_discrete_map,
+                     color_discrete_sequence, template)
     fig = go.Figure()
-    for status, color in STATUS_COLORS.items():
-        part = ran[ran["status"] == status]
+    for value, part in groups:
         if part.empty:
             continue
-        dur = (end[part.index] - part["started"]).dt.total_seconds() * 1000
+        start = _since(part["started"], origin, divisor)
+        dur = (end[part.index] - part["started"]).dt.total_seconds() * (1000.0 / divisor)
         fig.add_trace(go.Bar(
-            name=status, orientation="h", y=part["lane"], x=dur, base=part["started"],
-            marker={"color": color, "line": {"color": "white", "width": 1}}, customdata=_hover(part),
+            name=value, orientation="h", y=part["lane"], x=dur, base=start, legendgroup=value,
+            marker={"color": colors.get(value, _PALETTE[0]), "line": {"color": "white", "width": 1}},
+            customdata=_hover(part),
             hovertemplate="<b>%{customdata[0]}</b><br>%{customdata[1]}<br>run %{customdata[2]} ms"
                           " · queued %{customdata[3]} ms · attempts %{customdata[4]}<extra>"
-                          + status + "</extra>"))
-    never = tasks[tasks["started"].isna() & tasks["finished"].notna()]
+                          + escape(value) + "</extra>"))
+    lanes = list(ran["lane"])
     if not never.empty:
+        rows = [f"{a}{_NOT_STARTED}" for a in never["alias"].astype(str)]
+        lanes += rows
+        marks = ([colors.get(v, "#000") for v in _labels(never[color])] if color is not None
+                 else "#000")
         fig.add_trace(go.Scatter(
-            name="not started", mode="markers", x=never["finished"],
-            y=[f"{a} #1" for a in never["alias"].astype(str)], marker={"symbol": "x", "size": 9,
-            "color": [STATUS_COLORS.get(str(s), "#000") for s in never["status"]]},
+            name="not started", mode="markers", x=_since(never["finished"], origin, divisor),
+            y=rows, marker={"symbol": "x", "size": 9, "color": marks},
             customdata=_hover(never), hovertemplate="<b>%{customdata[0]}</b><br>%{customdata[1]}"
                                                     "<br>%{customdata[5]}<extra>not started</extra>"))
-    fig.update_xaxes(type="date", title="time (UTC)")
-    fig.update_yaxes(autorange="reversed", title=None, categoryorder="category ascending")
-    fig.update_layout(title=title, barmode="overlay", legend_title="status",
-                      height=max(300, 28 * ran["lane"].nunique() + 160))
-    return fig
+    order = sorted(set(lanes), key=_lane_key)
+    lane_px = 28 if len(order) <= 20 else max(14, 560 // len(order))
+    fig.update_xaxes(title=_time_axis_title(origin), ticksuffix=unit, rangemode="tozero",
+                     showgrid=True, zeroline=False, hoverformat=",.1f" if divisor == 1 else ",.2f")
+    fig.update_yaxes(title=None, categoryorder="array", categoryarray=order, autorange="reversed",
+                     tickfont={"size": 12 if lane_px >= 20 else 10})
+    fig.update_layout(barmode="overlay", bargap=0.15,
+                      height=max(320, lane_px * len(order) + 170))
+    return _finish(fig, title, template, height, width, legend_title=color or "")
 
 
 def _hover(part: pd.DataFrame) -> list[list[Any]]:
@@ -106,83 +256,236 @@ def _hover(part: pd.DataFrame) -> list[list[Any]]:
 
 
 def _fmt(v: Any) -> str:
-    return "-" if v != v else f"{v:.0f}"
+    return "-" if v != v else f"{v:,.0f}"
 
 
-def concurrency(tasks: pd.DataFrame, title: str = "Running tasks per alias") -> go.Figure:
-    """Running tasks over time per alias (step lines) with each alias's limit dashed."""
+def _count_ticks(top: int, limit: Any = None, most: int = 4) -> list[int]:
+    """Ticks for a count axis up to ``top``: multiples of 1, 2, 5, 10, 20, 50, ... (``most``
+    steps at most) and the limit itself, so the dashed line has its number on the axis."""
+    step = 1
+    while top / step > most:
+        step = step * 5 // 2 if str(step).startswith("2") else step * 2
+    ticks = set(range(0, int(top) + 1, step))
+    if limit is not None and limit == limit:
+        ticks = {t for t in ticks if abs(t - int(limit)) * 2 >= step} | {int(limit)}
+    return sorted(ticks)
+
+
+def concurrency(tasks: pd.DataFrame, title: str = "Running tasks per alias", *,
+                color: str | None = "alias", color_discrete_map: Mapping[str, str] | None = None,
+                color_discrete_sequence: list[str] | None = None, template: Any = None,
+                height: int | None = None, width: int | None = None) -> go.Figure:
+    """Running tasks over time, one panel per value of ``color`` (default: per alias; None: the
+    whole run), as a filled step line; each alias's limit is a dark dashed line over it, so a
+    slot pool that is full shows as the fill touching the dashes. A concurrency frame
+    (``analysis.concurrency_frame``) works as well as a tasks frame."""
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
     from .analysis import concurrency_frame
 
-    steps = tasks if "running" in tasks.columns else concurrency_frame(_tasks(tasks))
+    if "running" in tasks.columns:
+        steps = tasks
+        _check_color(steps, color, "concurrency")
+        origin = steps["ts"].min() if len(steps) else None
+    else:
+        frame = _tasks(tasks)
+        _check_color(frame, color, "concurrency")
+        steps = concurrency_frame(frame, by=color)
+        origin = _origin(frame) if len(frame) else None
     if steps.empty:
-        return _empty(title, "no task started")
+        return _empty(title, "no task started", template, height, width)
     # One point per distinct time (the state after all changes at that millisecond): a slot
     # handed from one task to the next in the same millisecond is not drawn as a dip.
-    steps = steps.drop_duplicates(["run", "alias", "ts"], keep="last")
-    fig = go.Figure()
+    keys = ["run", *([color] if color else [])]
+    steps = steps.drop_duplicates([*keys, "ts"], keep="last")
+    divisor, unit = _time_unit((steps["ts"].max() - origin).total_seconds() * 1000)
+    groups = _split(steps, color)
+    colors = _colors([v for v, _ in groups], color, color_discrete_map, color_discrete_sequence,
+                     template)
     several_runs = steps["run"].nunique() > 1
-    for i, ((run, alias), part) in enumerate(steps.groupby(["run", "alias"], observed=True)):
-        color = _PALETTE[i % len(_PALETTE)]
-        name = f"{alias} ({run})" if several_runs else str(alias)
-        fig.add_trace(go.Scatter(name=name, x=part["ts"], y=part["running"], mode="lines",
-                                 line={"shape": "hv", "color": color}, legendgroup=name))
-        limit = part["limit"].iloc[0] if "limit" in part else None
+    n = len(groups)
+    row_px = 140 if n <= 3 else 115 if n <= 6 else 90
+    limits = {v: part["limit"].max() if color == "alias" and "limit" in part else None
+              for v, part in groups}
+    titles = [f"{v} · limit {int(lim)}" if lim is not None and lim == lim else v
+              for v, lim in ((v, limits[v]) for v, _ in groups)]
+    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, subplot_titles=titles,
+                        vertical_spacing=min(0.9 / max(n - 1, 1), 40 / (n * row_px)))
+    limit_shown = False
+    for row, (value, part) in enumerate(groups, start=1):
+        line_color = colors[value]
+        peak = 0
+        for run, run_part in part.groupby(part["run"].astype(str), sort=False):
+            name = f"{value} ({run})" if several_runs else value
+            x = _since(run_part["ts"], origin, divisor)
+            peak = max(peak, int(run_part["running"].max()))
+            fig.add_trace(go.Scatter(
+                name=name, x=x, y=run_part["running"], mode="lines", legendgroup=value,
+                showlegend=False, fill="tozeroy", fillcolor=_alpha(line_color, 0.3),
+                line={"shape": "hv", "color": line_color, "width": 1.5},
+                hovertemplate=f"{escape(name)}: %{{y}} running<extra></extra>"), row=row, col=1)
+        limit = limits[value]
+        top = max(peak, int(limit) if limit is not None and limit == limit else 0, 1)
         if limit is not None and limit == limit:
-            fig.add_trace(go.Scatter(name=f"{name} limit", x=[part["ts"].min(), part["ts"].max()],
-                                     y=[int(limit), int(limit)], mode="lines", legendgroup=name,
-                                     opacity=0.5, line={"dash": "dash", "color": color, "width": 3}))
-    fig.update_layout(title=title, xaxis_title="time (UTC)", yaxis_title="running tasks")
-    fig.update_yaxes(rangemode="tozero", dtick=1)
-    return fig
+            fig.add_trace(go.Scatter(
+                name="limit", x=[0, _since(part["ts"], origin, divisor).max()],
+                y=[int(limit), int(limit)], mode="lines", legendgroup="limit",
+                showlegend=not limit_shown, line={"dash": "dash", "color": "#212121", "width": 2},
+                hovertemplate=f"{escape(value)} limit {int(limit)}<extra></extra>"), row=row, col=1)
+            limit_shown = True
+        fig.update_yaxes(range=[0, top * 1.15],
+                         tickvals=_count_ticks(top, limit, 4 if row_px >= 110 else 2),
+                         tickformat="d", row=row, col=1)
+    for note in fig.layout.annotations:  # subplot titles: left-aligned, small
+        note.update(x=0, xanchor="left", font={"size": 12})
+    fig.update_xaxes(ticksuffix=unit, rangemode="tozero", hoverformat=",.1f")
+    fig.update_xaxes(title=_time_axis_title(origin), row=n, col=1)
+    fig.update_layout(height=max(300, row_px * n + 190), hovermode="x unified",
+                      showlegend=limit_shown)
+    if n == 1:
+        fig.update_yaxes(title="running tasks")
+    return _finish(fig, title, template, height, width)
 
 
-def latency(tasks: pd.DataFrame, kind: str = "box", title: str = "Task time per alias") -> go.Figure:
-    """Distribution of ``run_ms`` of completed tasks per alias (``kind``: box or violin)."""
+def _alpha(color: str, alpha: float) -> str:
+    """``#rrggbb`` (or ``rgb(...)``) with an alpha, for fills."""
+    if color.startswith("#") and len(color) == 7:
+        r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+        return f"rgba({r},{g},{b},{alpha})"
+    if color.startswith("rgb(") and color.endswith(")"):
+        return f"rgba({color[4:-1]},{alpha})"
+    return color
+
+
+def latency(tasks: pd.DataFrame, kind: str = "box", title: str = "Task time per alias", *,
+            color: str | None = "alias", color_discrete_map: Mapping[str, str] | None = None,
+            color_discrete_sequence: list[str] | None = None, template: Any = None,
+            height: int | None = None, width: int | None = None) -> go.Figure:
+    """Distribution of ``run_ms`` of completed tasks per alias, in ms, s, min or h. ``kind``:
+    ``box`` (with every task as a point up to 200 per group), ``violin`` or ``strip`` (points
+    only). A group whose times are all equal (within 1 %) is drawn as points whatever the kind,
+    since its box would be a flat line. ``color`` (another column) splits each alias's times into
+    side-by-side groups, as plotly express does."""
     import plotly.graph_objects as go
 
-    if kind not in ("box", "violin"):
-        raise ValueError(f"kind must be 'box' or 'violin', not {kind!r}")
+    if kind not in ("box", "violin", "strip"):
+        raise ValueError(f"kind must be 'box', 'violin' or 'strip', not {kind!r}")
     tasks = _tasks(tasks)
+    _check_color(tasks, color, "latency")
     done = tasks[(tasks["status"] == "completed") & tasks["run_ms"].notna()]
     if done.empty:
-        return _empty(title, "no completed task")
+        return _empty(title, "no completed task", template, height, width)
+    divisor, unit = _time_unit(float(done["run_ms"].max()))
+    groups = _split(done, color)
+    colors = _colors([v for v, _ in groups], color, color_discrete_map, color_discrete_sequence,
+                     template)
     fig = go.Figure()
-    for i, (alias, part) in enumerate(done.groupby("alias", observed=True)):
-        common = {"name": str(alias), "y": part["run_ms"], "marker_color": _PALETTE[i % len(_PALETTE)],
-                  "text": part["key"]}
-        fig.add_trace(go.Box(boxpoints="outliers", **common) if kind == "box"
-                      else go.Violin(box_visible=True, points="outliers", **common))
-    fig.update_layout(title=title, yaxis_title="ms (start to end, retries included)",
-                      showlegend=False)
-    return fig
+    for value, part in groups:
+        y = part["run_ms"] / divisor
+        common = {"name": value, "x": part["alias"].astype(str), "y": y, "text": part["key"],
+                  "marker": {"color": colors[value], "size": 5}, "legendgroup": value,
+                  "hovertemplate": "%{x} · %{text}: %{y}" + unit + "<extra></extra>"}
+        points = "all" if len(part) <= 200 else "outliers"
+        if kind == "strip" or _flat(part):
+            fig.add_trace(go.Box(boxpoints="all", jitter=0.5, pointpos=0, hoveron="points",
+                                 fillcolor=_CLEAR, line={"color": _CLEAR}, **common))
+        elif kind == "box":
+            fig.add_trace(go.Box(boxpoints=points, jitter=0.4, pointpos=0,
+                                 marker_opacity=0.6, line={"color": colors[value]}, **common))
+        else:
+            fig.add_trace(go.Violin(box_visible=True, points=points, jitter=0.4, pointpos=0,
+                                    line={"color": colors[value]}, **common))
+    grouped = color not in (None, "alias")
+    fig.update_layout(boxmode="group" if grouped else "overlay",
+                      violinmode="group" if grouped else "overlay", showlegend=grouped)
+    fig.update_yaxes(title="task time (start to end, retries included)", ticksuffix=unit,
+                     hoverformat=",.1f" if divisor == 1 else ",.2f")
+    fig.update_xaxes(title=None, categoryorder="array",
+                     categoryarray=list(dict.fromkeys(done["alias"].astype(str))))
+    return _finish(fig, title, template, height, width, legend_title=color if grouped else None)
 
 
-def usage(tasks: pd.DataFrame, title: str = "Tokens and cost per alias") -> go.Figure:
-    """Tokens in and out per alias (stacked bars) and cost in USD (markers, right axis)."""
+def _flat(part: pd.DataFrame) -> bool:
+    """True when every alias's times in ``part`` are equal (within :data:`FLAT_SPREAD`)."""
+    for _, ms in part.groupby(part["alias"].astype(str))["run_ms"]:
+        low, high, mid = ms.min(), ms.max(), abs(ms.median())
+        if high - low > FLAT_SPREAD * mid:
+            return False
+    return True
+
+
+def _money_format(top: float) -> str:
+    """A d3 tick format for USD amounts up to ``top``: ``$`` and enough decimals, no more."""
+    import math
+
+    if top != top or top <= 0:  # NaN too
+        return "$,.2f"
+    decimals = max(2, 1 - math.floor(math.log10(top)) + 1)
+    return f"$,.{min(decimals, 8)}~f"
+
+
+def usage(tasks: pd.DataFrame, title: str = "Tokens and cost per alias", *,
+          color: str | None = "alias", color_discrete_map: Mapping[str, str] | None = None,
+          color_discrete_sequence: list[str] | None = None, template: Any = None,
+          height: int | None = None, width: int | None = None) -> go.Figure:
+    """Per value of ``color`` (default: per alias): tokens in and out (stacked bars, left) and
+    cost in USD (bars coloured by ``color``, right, ``$`` ticks and, up to 5 bars, each bar's
+    amount; a group with tokens but no cost, an unknown model, reads ``no price``)."""
+    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     tasks = _tasks(tasks)
     if tasks.empty:
-        return _empty(title, "no tasks")
-    g = tasks.groupby("alias", observed=True)
-    per = {"in": g["tokens_in"].sum(min_count=1), "out": g["tokens_out"].sum(min_count=1),
-           "cost": g["cost"].sum(min_count=1)}
-    aliases = [str(a) for a in per["in"].index]
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    import plotly.graph_objects as go
+        return _empty(title, "no tasks", template, height, width)
+    _check_color(tasks, color, "usage")
+    groups = _split(tasks, color)
+    names = [v for v, _ in groups]
+    tokens_in = [_float(p["tokens_in"].sum(min_count=1)) for _, p in groups]
+    tokens_out = [_float(p["tokens_out"].sum(min_count=1)) for _, p in groups]
+    cost = [_float(p["cost"].sum(min_count=1)) for _, p in groups]
+    colors = _colors(names, color, color_discrete_map, color_discrete_sequence, template)
+    own = {**TOKEN_COLORS, **{k: v for k, v in (color_discrete_map or {}).items()
+                              if k in TOKEN_COLORS}}
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.16)
+    fig.add_trace(go.Bar(name="tokens in", x=names, y=tokens_in, marker_color=own["tokens in"],
+                         hovertemplate="%{x}: %{y:,.0f} tokens in<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Bar(name="tokens out", x=names, y=tokens_out, marker_color=own["tokens out"],
+                         hovertemplate="%{x}: %{y:,.0f} tokens out<extra></extra>"), row=1, col=1)
+    priced = [c for c in cost if c == c]
+    money = _money_format(max(priced, default=0.0))
+    fig.add_trace(go.Bar(
+        name="cost (USD)", x=names, y=cost, marker_color=[colors[n] for n in names],
+        showlegend=False, cliponaxis=False, textposition="outside",
+        text=[_usd(c, money) if c == c else "" for c in cost],
+        texttemplate="%{text}" if len(names) <= 5 else "",  # more would shrink to nothing
+        textfont={"size": 11}, hovertemplate="%{x}: %{text}<extra></extra>"), row=1, col=2)
+    for i, c in enumerate(cost):  # tokens but no cost: an unknown model, said where the bar is
+        if c != c and tokens_in[i] == tokens_in[i]:
+            fig.add_annotation(x=names[i], y=0, text="no price", showarrow=False, yanchor="bottom",
+                               xref="x2", yref="y2", font={"size": 11, "color": "#616161"})
+    fig.update_layout(barmode="stack")
+    fig.update_yaxes(title="tokens", tickformat="~s", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title="cost (USD)", tickformat=money, row=1, col=2,
+                     range=[0, max(priced) * 1.2 if priced else 1])
+    return _finish(fig, title, template, height, width)
 
-    fig.add_trace(go.Bar(name="tokens in", x=aliases, y=per["in"].astype("float64")), secondary_y=False)
-    fig.add_trace(go.Bar(name="tokens out", x=aliases, y=per["out"].astype("float64")),
-                  secondary_y=False)
-    fig.add_trace(go.Scatter(name="cost (USD)", x=aliases, y=per["cost"], mode="markers",
-                             marker={"size": 12, "symbol": "diamond", "color": "#000"}),
-                  secondary_y=True)
-    fig.update_layout(title=title, barmode="stack")
-    fig.update_yaxes(title_text="tokens", secondary_y=False)
-    fig.update_yaxes(title_text="USD (unknown models: no point)", secondary_y=True, rangemode="tozero")
-    return fig
+
+def _float(value: Any) -> float:
+    """A sum as a float (NaN when missing: pandas' NA included)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _usd(value: float, fmt: str) -> str:
+    """``value`` as ``fmt`` (``$,.4~f``) would tick it."""
+    decimals = int(fmt.split(".")[1].split("~")[0].rstrip("f"))
+    text = f"{value:,.{decimals}f}"
+    if "~" in fmt and "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"${text}"
 
 
 def use_static_fallback(strict: bool = False) -> bool:
@@ -295,27 +598,28 @@ def chart_html(fig: Any, static: str | None = None) -> str:
     interactive chart, which replaces the copy where plotly.js runs (nbconvert, nbviewer). The
     first chart of a session also carries plotly.js itself, so the page works offline.
     ``static`` is the copy to show (default: :func:`static_figure_html`)."""
+    fig = _fig_dict(fig)
+    n = _STATIC["figures"] = _STATIC["figures"] + 1
+    script = ""
+    if not _STATIC["plotlyjs_sent"]:
+        script = plotlyjs_html(True)
+        _STATIC["plotlyjs_sent"] = True
+    static = static_figure_html(fig) if static is None else static
+    return _chart_block(fig, n, static, script)
+
+
+def _chart_block(fig: dict[str, Any], n: int, static: str, script: str = "") -> str:
+    """The static copy and the interactive chart of one figure (see :func:`chart_html`)."""
     import json as _json
 
     from plotly.io.json import to_json_plotly
 
-    fig = _fig_dict(fig)
-    n = _STATIC["figures"] = _STATIC["figures"] + 1
     data = to_json_plotly(fig.get("data", [])).replace("</", "<\\/")
     layout = to_json_plotly(fig.get("layout", {})).replace("</", "<\\/")
     config = _json.dumps({"responsive": True, "displaylogo": False, **(fig.get("config") or {})})
     digest = hashlib.sha1((data + layout).encode()).hexdigest()[:8]
     div_id = f"codexflow-chart-{n}-{digest}"
     height = (fig.get("layout") or {}).get("height") or 450
-    script = ""
-    if not _STATIC["plotlyjs_sent"]:
-        from plotly.offline import get_plotlyjs
-
-        script = ("<script type='text/javascript'>window.PlotlyConfig = {MathJaxConfig: 'local'};"
-                  f"</script><script type='text/javascript' charset='utf-8'>{get_plotlyjs()}"
-                  "</script>")
-        _STATIC["plotlyjs_sent"] = True
-    static = static_figure_html(fig) if static is None else static
     return (f"<div class='codexflow-chart'>{script}{_STATIC_START}{static}"
             f"{_STATIC_END}<div id='{div_id}' class='plotly-graph-div' "
             f"style='display:none;height:{height}px;width:100%'></div>"
@@ -327,6 +631,93 @@ def chart_html(fig: Any, static: str | None = None) -> str:
             "  gd.style.display = 'block';\n"
             f"  window.Plotly.newPlot(gd, {data}, {layout}, {config});\n"
             "})();</script></div>")
+
+
+#: Where :func:`figures_html` may take plotly.js from.
+PLOTLYJS_MODES = ("cdn", "inline", "directory")
+
+
+def plotlyjs_html(mode: str | bool = "cdn") -> str:
+    """The one ``<script>`` a page needs for its charts: ``cdn`` (a reference to plotly.js on
+    cdn.plot.ly, the version plotly bundles, with its integrity hash; a few hundred bytes),
+    ``inline`` or True (plotly.js itself, about 4.8 MB, works offline), ``directory``
+    (``plotly.min.js`` beside the page), or a URL or path ending in ``.js``."""
+    from plotly.offline import get_plotlyjs
+
+    config = ("<script type='text/javascript'>window.PlotlyConfig = {MathJaxConfig: 'local'};"
+              "</script>")
+    if mode is True or mode == "inline":
+        return (f"{config}<script type='text/javascript' charset='utf-8'>{get_plotlyjs()}"
+                "</script>")
+    if mode == "cdn":
+        import base64
+
+        from plotly.io._utils import plotly_cdn_url
+
+        digest = base64.b64encode(hashlib.sha256(get_plotlyjs().encode()).digest()).decode()
+        return (f"{config}<script charset='utf-8' src='{escape(plotly_cdn_url())}' "
+                f"integrity='sha256-{digest}' crossorigin='anonymous'></script>")
+    if mode == "directory":
+        mode = "plotly.min.js"
+    if isinstance(mode, str) and mode.endswith(".js"):
+        return f"{config}<script charset='utf-8' src='{escape(mode)}'></script>"
+    raise ValueError(f"plotly.js from {mode!r}: use one of {', '.join(PLOTLYJS_MODES)} "
+                     "or a URL or path ending in .js")
+
+
+def figures_html(figures: list[Any], *, plotlyjs: str | bool = "cdn",
+                 static_images: bool = True) -> str:
+    """Figures for a standalone HTML page (``codex-flow report --html``), rendered as in a
+    stored notebook (:func:`chart_html`): each is its static copy, replaced by the interactive
+    chart where plotly.js loads. plotly.js is referenced once, before the first chart
+    (:func:`plotlyjs_html`). With ``static_images`` and kaleido + a Chromium, the static copies
+    are PNGs, so the charts show offline and where scripts are blocked too; otherwise a sketch
+    or a line saying why there is none."""
+    figs = [_fig_dict(f) for f in figures]
+    head = plotlyjs_html(plotlyjs)
+    problem = static_images_problem() if static_images else "static images were not asked for"
+    pngs: list[bytes | None] = [None] * len(figs)
+    if problem is None:
+        pngs = _pngs(figs)
+    blocks = []
+    for i, (fig, png) in enumerate(zip(figs, pngs, strict=True), start=1):
+        if png is not None:
+            import base64
+
+            static = _img(base64.b64encode(png).decode("ascii"), _title(fig))
+        else:
+            static = figure_svg(fig) or (
+                f"<p style='border:1px dashed #9e9e9e;padding:6px;color:#616161'>Chart "
+                f"<b>{escape(_title(fig) or 'without a title')}</b>: the interactive chart needs "
+                f"plotly.js, which did not load; no static image was made "
+                f"({escape(str(problem or 'kaleido failed on this chart'))}).</p>")
+        blocks.append(_chart_block(fig, i, static))
+    return head + "\n" + "\n".join(blocks)
+
+
+def _pngs(figs: list[dict[str, Any]]) -> list[bytes | None]:
+    """PNGs of ``figs`` with one Chromium (kaleido's server, started here unless
+    :func:`use_static_fallback` did); None for a figure kaleido fails on."""
+    import kaleido
+    import plotly.io as pio
+
+    started = not _STATIC["png"]
+    if started:
+        kaleido.start_sync_server(silence_warnings=True)
+    out: list[bytes | None] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The kopts argument is ignored",
+                                    category=UserWarning)
+            for fig in figs:
+                try:
+                    out.append(pio.to_image(copy.deepcopy(fig), format="png"))
+                except Exception:  # noqa: BLE001 - the interactive chart is still there
+                    out.append(None)
+    finally:
+        if started:
+            kaleido.stop_sync_server(silence_warnings=True)
+    return out
 
 
 def _img(b64: str, title: str) -> str:

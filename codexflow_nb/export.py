@@ -126,7 +126,8 @@ def build_notebook(facts: RunFacts, *, log_file: str | os.PathLike[str],
         code("analysis.alias_summary(tasks)"),
         md("## Tasks"),
         code("tasks[['key', 'alias', 'agent', 'phase', 'status', 'attempts', 'queued_ms', "
-             "'run_ms', 'tokens_in', 'tokens_out', 'cost', 'error_type', 'error_message']]"),
+             "'run_ms', 'tokens_in', 'tokens_out', 'cost', 'error_type', 'error_message']]"
+             ".round({'queued_ms': 1, 'run_ms': 1})"),
     ]
     if any(s != "completed" for s in facts.statuses) or not facts.finished:
         cells += [md("## Tasks that did not complete"),

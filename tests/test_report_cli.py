@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from plotly.io._utils import plotly_cdn_url
 
-from codexflow_nb import run_async
+from codexflow_nb import charts, prepare_run, run_async
 from codexflow_nb.cli import main
 
 ALIASES = {"rev": {"id": "code-analyzer",
@@ -37,7 +38,7 @@ def test_report_prints_last_run_and_writes_files(two_runs, tmp_path, capsys):
     log, first, second = two_runs
     html, csv_dir, otlp = tmp_path / "r.html", tmp_path / "csv", tmp_path / "otlp.json"
     code = main(["report", "--log-file", str(log), "--html", str(html), "--csv", str(csv_dir),
-                 "--otlp-json", str(otlp)])
+                 "--otlp-json", str(otlp), "--no-static-images"])
     out = capsys.readouterr().out
     assert code == 0
     assert f"Run {second.run_id}: 6 tasks, 6 completed" in out and first.run_id not in out
@@ -46,10 +47,12 @@ def test_report_prints_last_run_and_writes_files(two_runs, tmp_path, capsys):
     assert table["rev"][1:6] == ["code-analyzer", "2", "5", "5", "0"]
     assert table["arch"][1:6] == ["system-architect", "1", "1", "1", "0"]
     assert table["rev"][10] == "2"  # peak concurrency reached the limit
-    # HTML: standalone, plotly.js inline, four charts, the tables
+    # HTML: four charts, the tables, plotly.js referenced once (not embedded: a small file)
     page = html.read_text()
-    assert not re.search(r"<script[^>]+src=", page)
-    assert page.count("Plotly.newPlot(") == 4 and "plotly.js v" in page
+    assert re.findall(r"<script[^>]+src='([^']+)'", page) == [plotly_cdn_url()]
+    assert page.count("Plotly.newPlot(") == 4 and "plotly.js v" not in page
+    assert page.count("class='codexflow-static'") + page.count('class="codexflow-static"') == 4
+    assert len(page.encode()) < 150_000
     assert "<h2>Aliases</h2>" in page and "code-analyzer" in page
     # CSV
     with open(csv_dir / "tasks.csv", newline="") as fh:
@@ -108,3 +111,62 @@ def test_report_as_a_command(two_runs):
                           capture_output=True, text=True, cwd=Path(log).parent, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "makespan" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_report_plotlyjs_modes(two_runs, tmp_path, capsys):
+    log = two_runs[0]
+    inline = tmp_path / "inline.html"
+    assert main(["report", "--log-file", str(log), "--html", str(inline), "--plotlyjs", "inline",
+                 "--no-static-images"]) == 0
+    page = inline.read_text()
+    assert not re.search(r"<script[^>]+src=", page)  # opens without network
+    assert page.count("plotly.js v") == 1 and len(page.encode()) > 3_000_000
+    beside = tmp_path / "out" / "report.html"
+    assert main(["report", "--log-file", str(log), "--html", str(beside), "--plotlyjs",
+                 "directory", "--no-static-images"]) == 0
+    assert re.findall(r"<script[^>]+src='([^']+)'", beside.read_text()) == ["plotly.min.js"]
+    assert (beside.parent / "plotly.min.js").stat().st_size > 3_000_000
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["report", "--log-file", str(log), "--html", str(inline), "--plotlyjs", "nowhere"])
+    assert exc.value.code == 2 and "use cdn, inline, directory" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(charts.static_images_problem() is not None, reason="needs kaleido + Chromium")
+def test_report_charts_show_without_plotlyjs(two_runs, tmp_path, capsys):
+    """Each chart's static copy is a PNG, so the report shows its charts offline too, and the
+    file stays small."""
+    html = tmp_path / "r.html"
+    assert main(["report", "--log-file", str(two_runs[0]), "--html", str(html)]) == 0
+    page = html.read_text()
+    copies = re.findall(r"<div class=\"codexflow-static\">(.*?)</div><!--/codexflow-static-->",
+                        page, flags=re.S)
+    assert len(copies) == 4 and all("src='data:image/png;base64," in c for c in copies)
+    assert len(page.encode()) < 1_000_000
+    assert "kB)" in capsys.readouterr().out
+
+
+def test_report_counts_cancelled_tasks_as_cancelled(tmp_path, registry, capsys):
+    async def go():
+        started = asyncio.Event()
+        run = prepare_run({"rev": [f"t{i}" for i in range(6)]}, aliases=ALIASES,
+                          registry=registry, latency_ms=2000, log_file=tmp_path / "e.jsonl",
+                          runs_dir=None,
+                          on_event=lambda e: started.set() if e["kind"] == "task_started" else None)
+        task = asyncio.create_task(run.execute())
+        await started.wait()
+        run.cancel("enough")
+        return await task
+
+    asyncio.run(go())
+    html = tmp_path / "r.html"
+    assert main(["report", "--log-file", str(tmp_path / "e.jsonl"), "--html", str(html),
+                 "--no-static-images"]) == 0
+    out = capsys.readouterr().out
+    assert ": 6 tasks, 0 completed, 6 cancelled, 1 session(s)" in out and "failed," not in out
+    header, row = (line.split() for line in out.splitlines()
+                   if line.startswith(("alias ", "rev ")))
+    assert header[4:7] == ["done", "failed", "cancelled"] and row[4:7] == ["0", "0", "6"]
+    page = html.read_text()
+    runs_table = page.split("<h2>Runs</h2>")[1].split("<h2>")[0]
+    assert "<th>cancelled</th>" in runs_table and "<th>failed</th>" not in runs_table

@@ -316,8 +316,7 @@ def alias_summary(tasks: pd.DataFrame) -> pd.DataFrame:
     g = tasks.groupby("alias", observed=True)
     out = pd.DataFrame({"agent": g["agent"].first().astype(str), "limit": g["limit"].max(),
                         "tasks": g.size()})
-    counts = pd.crosstab(tasks["alias"], tasks["status"]).reindex(columns=STATUSES, fill_value=0)
-    out = out.join(counts.reindex(out.index, fill_value=0))
+    out = out.join(_status_counts(tasks, "alias").reindex(out.index, fill_value=0))
     out["success_rate"] = out["completed"] / out["tasks"]
     done = tasks[tasks["status"] == "completed"].groupby("alias", observed=True)["run_ms"]
     out["mean_ms"] = done.mean()
@@ -338,7 +337,37 @@ def alias_summary(tasks: pd.DataFrame) -> pd.DataFrame:
     out["peak_concurrency"] = out["peak_concurrency"].fillna(0).astype("int64")
     out.index = out.index.astype(str)
     out.columns.name = None
-    return out
+    return _rounded(out)
+
+
+def _status_counts(tasks: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Tasks per ``by`` and status, one int64 column per status (cancelled is its own, never
+    failed)."""
+    counts = pd.crosstab(tasks[by], tasks["status"].astype(str))
+    counts = counts.reindex(columns=STATUSES, fill_value=0).astype("int64")
+    counts.columns.name = None
+    return counts
+
+
+#: Decimals summaries keep: times to 0.1 ms (the log's clock counts milliseconds), shares
+#: (success rate, efficiency, retry share) to 0.1 %, costs to 1e-8 USD (no float noise left from
+#: summing, no price lost).
+ROUNDING = {"ms": 1, "share": 3, "cost": 8}
+_SHARES = ("success_rate", "efficiency", "retry_share")
+
+
+def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its float columns rounded as :data:`ROUNDING` says."""
+    for col in frame.columns:
+        if not pd.api.types.is_float_dtype(frame[col].dtype):
+            continue
+        if col.endswith("_ms"):
+            frame[col] = frame[col].round(ROUNDING["ms"])
+        elif col in _SHARES:
+            frame[col] = frame[col].round(ROUNDING["share"])
+        elif col == "cost":
+            frame[col] = frame[col].round(ROUNDING["cost"])
+    return frame
 
 
 def run_summary(tasks: pd.DataFrame, events: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -353,11 +382,9 @@ def run_summary(tasks: pd.DataFrame, events: pd.DataFrame | None = None) -> pd.D
     if "kind" in tasks.columns:
         events, tasks = tasks, tasks_frame(tasks)
     g = tasks.groupby("run", observed=True)
-    completed = (tasks["status"] == "completed").groupby(tasks["run"], observed=True).sum()
     out = pd.DataFrame({"started": g["queued"].min().fillna(g["started"].min()),
-                        "finished": g["finished"].max(), "tasks": g.size().astype("int64"),
-                        "completed": completed.astype("int64")})
-    out["failed"] = out["tasks"] - out["completed"]
+                        "finished": g["finished"].max(), "tasks": g.size().astype("int64")})
+    out = out.join(_status_counts(tasks, "run").reindex(out.index, fill_value=0))
     out["sessions"] = 1
     out["makespan_ms"] = _ms(out["finished"] - out["started"])
     max_conc = pd.Series(np.nan, index=out.index)
@@ -390,7 +417,8 @@ def run_summary(tasks: pd.DataFrame, events: pd.DataFrame | None = None) -> pd.D
     out["tokens_out"] = g["tokens_out"].sum(min_count=1)
     out["cost"] = g["cost"].sum(min_count=1)
     out.index = out.index.astype(str)
-    return out.sort_values("started")
+    out.columns.name = None
+    return _rounded(out).sort_values("started")
 
 
 def _sessions(events: pd.DataFrame) -> pd.DataFrame:
@@ -407,7 +435,8 @@ def _sessions(events: pd.DataFrame) -> pd.DataFrame:
 def critical_path(tasks: pd.DataFrame, events: pd.DataFrame | None = None,
                   run: str | None = None) -> pd.DataFrame:
     """The chain of tasks through ``dependsOn`` that ended last: from the last task to finish,
-    repeatedly the dependency that finished last. One row per step, first task first, with
+    repeatedly the dependency that finished last. Only tasks that ran count (a task cancelled or
+    skipped before it started set no time). One row per step, first task first, with
     ``offset_ms`` from the run's start (its first event when ``events`` is given) to the
     step's start, ``gap_ms`` from the previous step's end to this start, and the step's times.
     """
@@ -417,7 +446,7 @@ def critical_path(tasks: pd.DataFrame, events: pd.DataFrame | None = None,
         tasks = tasks[tasks["run"].astype(str) == run]
     cols = ["run", "step", "key", "alias", "status", "queued", "started", "finished", "queued_ms",
             "run_ms", "retry_ms", "offset_ms", "gap_ms", "task_id"]
-    done = tasks[tasks["finished"].notna()]
+    done = tasks[tasks["finished"].notna() & tasks["started"].notna()]  # tasks that ran
     done = done.assign(run=done["run"].astype(str)).sort_values(["finished", "end_seq"], kind="stable")
     done = done.drop_duplicates(["run", "key"], keep="last")
     if done.empty:
@@ -448,4 +477,4 @@ def critical_path(tasks: pd.DataFrame, events: pd.DataFrame | None = None,
     prev_end = steps.groupby("run", sort=False)["finished"].shift(1)
     steps["gap_ms"] = _ms(steps["started"] - prev_end)
     steps["run"] = steps["run"].astype("category")
-    return steps[cols]
+    return _rounded(steps[cols].copy())

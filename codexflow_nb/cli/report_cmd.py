@@ -30,7 +30,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--run", metavar="ID", help="report this run")
     which.add_argument("--last", action="store_true", help="report the latest run (default)")
     which.add_argument("--all", action="store_true", help="report every run in the log")
-    p.add_argument("--html", metavar="OUT.html", help="write a standalone HTML report with charts")
+    p.add_argument("--html", metavar="OUT.html", help="write an HTML report with tables and charts")
+    p.add_argument("--plotlyjs", metavar="FROM", default="cdn", type=_plotlyjs_mode,
+                   help="where the HTML report's charts load plotly.js from: cdn (default; the "
+                        "report stays small), inline (embedded, about 4.8 MB, works offline), "
+                        "directory (plotly.min.js written beside the report) or a URL or path "
+                        "ending in .js")
+    p.add_argument("--no-static-images", dest="static_images", action="store_false",
+                   help="no PNG copy of each chart in the HTML report (faster; no kaleido "
+                        "needed; the charts then show only where plotly.js loads)")
     p.add_argument("--csv", metavar="DIR", help="write tasks, aliases, runs, concurrency and "
                                                 "critical-path CSVs to DIR")
     p.add_argument("--otlp-json", metavar="OUT", help="write the runs as OpenTelemetry spans (OTLP/JSON)")
@@ -101,8 +109,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         _write(Path(args.otlp_proto), otel.to_proto(doc).SerializeToString())
         print(f"otlp: {args.otlp_proto} (protobuf, {what})")
     if args.html:
-        _write(Path(args.html), html_report(tasks, aliases, runs, crit, args.log_file))
-        print(f"html: {args.html}")
+        page = html_report(tasks, aliases, runs, crit, args.log_file, plotlyjs=args.plotlyjs,
+                           static_images=args.static_images)
+        _write(Path(args.html), page)
+        if args.plotlyjs == "directory":
+            from plotly.offline import get_plotlyjs
+
+            _write(Path(args.html).parent / "plotly.min.js", get_plotlyjs())
+        print(f"html: {args.html} ({_size(len(page.encode()))})")
     if args.otlp_endpoint:
         try:
             spans, requests = otel.export_otlp(doc, args.otlp_endpoint)
@@ -127,6 +141,17 @@ def _pricing_file(path: str | None) -> str | None:
         if target.exists() and not target.is_file():
             raise ConfigError(f"{chosen}: not a regular file (expected a pricing file)")
     return path
+
+
+def _plotlyjs_mode(value: str) -> str:
+    if value in ("cdn", "inline", "directory") or value.endswith(".js"):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r}: use cdn, inline, directory or a URL or path "
+                                     "ending in .js")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
 def _select(events: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
@@ -200,9 +225,12 @@ def _num(v: Any, fmt: str = "{:.0f}") -> str:
 def summary_text(runs: pd.DataFrame, aliases: pd.DataFrame) -> str:
     """The terminal report: one block per run, then the per-alias table."""
     lines = []
+    from ..analysis import STATUSES
+
     for run_id, r in runs.iterrows():
-        lines.append(f"Run {run_id}: {r['tasks']} tasks, {r['completed']} completed, "
-                     f"{r['failed']} not completed, {r['sessions']} session(s)")
+        ended = "".join(f", {r[s]} {s}" for s in STATUSES[1:] if s in r and r[s])
+        lines.append(f"Run {run_id}: {r['tasks']} tasks, {r['completed']} completed{ended}, "
+                     f"{r['sessions']} session(s)")
         lines.append(f"  makespan {_num(r['makespan_ms'])} ms · task time {_num(r['task_ms'])} ms · "
                      f"cap {_num(r['cap'])} · efficiency {_num(r['efficiency'], '{:.0%}')} · "
                      f"peak {r['peak_concurrency']}")
@@ -213,11 +241,16 @@ def summary_text(runs: pd.DataFrame, aliases: pd.DataFrame) -> str:
     # coding-agent runs add cached input tokens and the files and lines their agents changed
     cached = "cached_tokens_in" in aliases and aliases["cached_tokens_in"].notna().any()
     changed = "files_changed" in aliases and aliases["files_changed"].notna().any()
-    header = ["alias", "agent", "limit", "tasks", "done", "failed", "ok%", "mean ms", "p95 ms",
+    # failed: every task that ended otherwise than completed or cancelled (as the run's own
+    # summary counts them); cancelled tasks have a column of their own when there are any
+    cancelled = "cancelled" in aliases and bool(aliases["cancelled"].sum())
+    header = ["alias", "agent", "limit", "tasks", "done", "failed",
+              *(["cancelled"] if cancelled else []), "ok%", "mean ms", "p95 ms",
               "queued ms", "peak", "tokens in", *(["cached in"] if cached else []),
               "tokens out", "cost $", *(["files", "+lines", "-lines"] if changed else [])]
     rows = [[str(a), str(s["agent"]), _num(s["limit"]), str(s["tasks"]), str(s["completed"]),
-             str(s["tasks"] - s["completed"]), _num(s["success_rate"], "{:.0%}"),
+             str(s["tasks"] - s["completed"] - s.get("cancelled", 0)),
+             *([str(s["cancelled"])] if cancelled else []), _num(s["success_rate"], "{:.0%}"),
              _num(s["mean_ms"], "{:.1f}"), _num(s["p95_ms"], "{:.1f}"),
              _num(s["mean_queued_ms"], "{:.1f}"), str(s["peak_concurrency"]), _num(s["tokens_in"]),
              *([_num(s["cached_tokens_in"])] if cached else []),
@@ -252,34 +285,54 @@ def unpriced_note(tasks: pd.DataFrame) -> str:
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f4f4f4}
-td:first-child,th:first-child{text-align:left}.wide{overflow-x:auto}"""
+td:first-child,th:first-child{text-align:left}.wide{overflow-x:auto}.note{color:#616161}
+.codexflow-chart{margin:1.5em 0}.codexflow-chart img{max-width:100%}"""
 
 
 def html_report(tasks: pd.DataFrame, aliases: pd.DataFrame, runs: pd.DataFrame,
-                crit: pd.DataFrame, source: str) -> str:
-    """A single HTML file: summary tables and the four charts, plotly.js embedded (offline)."""
+                crit: pd.DataFrame, source: str, *, plotlyjs: str = "cdn",
+                static_images: bool = True) -> str:
+    """One HTML file: summary tables and the four charts, drawn as in an exported notebook
+    (``charts.figures_html``): a PNG copy of each chart (kaleido) that the interactive chart
+    replaces where plotly.js loads, plotly.js referenced once (``plotlyjs``: cdn, inline,
+    directory or a .js URL)."""
+    import pandas as pd
+
     from .. import charts
+    from ..analysis import STATUSES
 
     figures = [charts.timeline(tasks), charts.concurrency(tasks), charts.latency(tasks),
                charts.usage(tasks)]
-    parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0), default_height="480px")
-             for i, fig in enumerate(figures)]
-    run_cols = ["started", "tasks", "completed", "failed", "sessions", "makespan_ms", "task_ms",
+    statuses = [s for s in STATUSES if s == "completed" or runs[s].any()]
+    run_cols = ["started", "tasks", *statuses, "sessions", "makespan_ms", "task_ms",
                 "cap", "efficiency", "peak_concurrency", "retries", "backoff_ms",
                 "critical_path", "retry_share", "tokens_in", "tokens_out", "cost"]
     crit_cols = ["run", "step", "key", "alias", "status", "offset_ms", "gap_ms", "queued_ms",
                  "run_ms", "retry_ms"]
 
     def table(frame: pd.DataFrame, index: bool = True) -> str:
-        html = frame.to_html(index=index, na_rep="–", float_format=lambda v: f"{v:,.3g}"
-                             if abs(v) < 1 else f"{v:,.1f}", border=0)
+        frame = frame.copy()
+        for col in frame.columns:  # times to the second, in UTC
+            if isinstance(frame[col].dtype, pd.DatetimeTZDtype):
+                frame[col] = frame[col].dt.strftime("%Y-%m-%d %H:%M:%S")
+        html = frame.to_html(index=index, na_rep="–", float_format=_float_cell, border=0)
         return f'<div class="wide">{html}</div>'
 
+    where = {"cdn": "cdn.plot.ly", "inline": "this file", "directory": "plotly.min.js beside "
+             "this file"}.get(plotlyjs, plotlyjs)
     body = [f"<h1>codex-flow report</h1><p>log: {escape(str(source))} · {len(runs)} run(s) · "
             f"{len(tasks)} task(s)</p>",
             "<h2>Runs</h2>", table(runs[run_cols]),
             "<h2>Aliases</h2>", table(aliases),
             "<h2>Critical path</h2>", table(crit[crit_cols], index=False),
-            "<h2>Charts</h2>", *parts]
+            "<h2>Charts</h2>",
+            f"<p class='note'>Interactive where plotly.js loads (from {escape(where)}); "
+            "otherwise each chart shows as a still image.</p>",
+            charts.figures_html(figures, plotlyjs=plotlyjs, static_images=static_images)]
     return ("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>codex-flow report</title>"
             f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _float_cell(v: float) -> str:
+    """A float of a report table: 3 significant digits below 1 (rates, costs), else 0.1."""
+    return f"{v:,.3g}" if abs(v) < 1 else f"{v:,.1f}"
