@@ -375,13 +375,13 @@ def test_run_panel_progress_reaches_totals_and_outputs_receive_chunks(workdir: P
     seen = Collector()
     panel = RunPanel(EXAMPLE, on_event=seen, latency_ms=40, chunks=5, aliases={
         "reviewer": {"id": "code-analyzer"}, "architect": {"id": "system-architect"}})
-    assert panel.overall.max == 3 and panel.overall.value == 0
+    assert panel.overall.total == 3 and panel.overall.done == 0
     assert shown(panel.alias_labels["reviewer"]) == "0/2 done · running 0/2"  # limit known early
     result = asyncio.run(panel.run_async())
     assert result is not None and result.ok
-    assert panel.overall.value == panel.overall.max == 3
-    assert {a: (b.value, b.max) for a, b in panel.alias_bars.items()} == {"reviewer": (2, 2),
-                                                                         "architect": (1, 1)}
+    assert panel.overall.done == panel.overall.total == 3
+    assert {a: (b.done, b.total) for a, b in panel.alias_bars.items()} == {"reviewer": (2, 2),
+                                                                          "architect": (1, 1)}
     assert "2/2 done · running 0/" in panel.alias_labels["reviewer"].value
     assert all("completed" in t for t in panel.accordion.titles)
     chunks = seen.kinds("task_chunk")
@@ -392,7 +392,8 @@ def test_run_panel_progress_reaches_totals_and_outputs_receive_chunks(workdir: P
         assert json.dumps(t.output["text"].splitlines()[0])[1:-1].split(" on:")[0] in \
             panel.outputs[t.key].value
     assert "finished" in panel.summary.value and "<table>" in panel.summary.value
-    assert panel.overall.bar_style == "success"
+    assert panel.overall.counts == {"completed": 3}  # one green segment, the whole bar
+    assert 'data-status="completed" x="0.00" width="300.00"' in panel.overall.value
     assert (workdir / "data/logs/events.jsonl").is_file()  # the CLI's default log
 
 
@@ -422,13 +423,16 @@ def test_run_button_starts_a_task_on_the_loop_and_stop_cancels_every_task(workdi
     assert sorted(e["key"] for e in terminal) == sorted(panel.state.tasks)  # exactly one each
     assert {e["kind"] for e in terminal} == {"task_cancelled"}
     assert seen.kinds("run_complete")[0]["cancelled"] == "stopped from the dashboard"
-    assert panel.overall.value == panel.overall.max == 7  # done = ended, whatever the status
+    assert panel.overall.done == panel.overall.total == 7  # done = ended, whatever the status
     assert "cancelled: stopped from the dashboard" in shown(panel.overall_label)
     assert "7 cancelled" in shown(panel.overall_label)
     assert not panel.running and not panel.run_button.disabled and panel.stop_button.disabled
-    # cancelled is not "done in red": the bars take the cancelled colour
-    assert panel.overall.bar_style == "" and panel.overall.style.bar_color == STATUS_FILLS["cancelled"]
-    assert {b.style.bar_color for b in panel.alias_bars.values()} == {STATUS_FILLS["cancelled"]}
+    # cancelled is not "done in red": the bars show cancelled in its own colour
+    assert panel.overall.counts == {"cancelled": 7}
+    assert f'fill="{STATUS_FILLS["cancelled"]}"' in panel.overall.value
+    assert STATUS_FILLS["failed"] not in panel.overall.value
+    assert {a: b.counts for a, b in panel.alias_bars.items()} == {
+        "reviewer": {"cancelled": 6}, "architect": {"cancelled": 1}}
     assert "6 cancelled" in shown(panel.alias_labels["reviewer"])
 
 
@@ -530,7 +534,7 @@ def test_the_key_is_never_echoed(workdir: Path, registry: Registry) -> None:
         panel.key.value = KEY
         assert panel.key.value == "" and panel.has_key and panel.key.placeholder.startswith("key set")
         ok = asyncio.run(panel.run_async())
-        assert ok is not None and ok.ok and panel.overall.value == 3
+        assert ok is not None and ok.ok and panel.overall.done == 3
         panel._api_key = KEY + "-wrong"  # a rejected key: errors must not quote it either
         bad = asyncio.run(panel.run_async())
         assert bad is not None and not bad.ok
@@ -558,7 +562,7 @@ def test_dashboard_composes_the_widgets_and_runs_the_example(workdir: Path, shel
     dash = dashboard(latency_ms=30, log_file=None, runs_dir=None)
     assert isinstance(dash, Dashboard) and dash.tabs.titles == ("Agents", "Aliases", "Tasks", "Plan")
     assert shown(dash.problems) == "" and dash.problem_list == []
-    assert dash.panel.overall.max == 5
+    assert dash.panel.overall.total == 5
     assert {t.name for t in dash.graph.figure().data if t.legendgroup == "alias"} == {
         "reviewer", "reviewer2", "architect"}
     dash.picker.select("tester")
@@ -566,7 +570,7 @@ def test_dashboard_composes_the_widgets_and_runs_the_example(workdir: Path, shel
     assert "tester" in dash.alias_editor.names and "tester" in dash.task_editor.boxes
     renders = dash.graph.renders
     dash.task_editor.boxes["tester"].value = "Write tests for the parser"
-    assert dash.graph.renders > renders and dash.panel.overall.max == 6
+    assert dash.graph.renders > renders and dash.panel.overall.total == 6
     assert "tester-1" in {k for t in dash.graph.figure().data for k in (t.text or ())}
     dash.alias_editor.row("tester").agent.value = "testr"
     assert dash.problem_list == ["tester: unknown agent 'testr' (did you mean 'tester'?)"]
@@ -587,7 +591,7 @@ def test_dashboard_composes_the_widgets_and_runs_the_example(workdir: Path, shel
     assert result is not None and result.ok
     assert dash.tabs.selected_index == 3
     assert set(dash.graph.statuses.values()) == {"completed"}
-    assert [b.value for b in dash.panel.alias_bars.values()] == [b.max for b in dash.panel.alias_bars.values()]
+    assert [b.done for b in dash.panel.alias_bars.values()] == [b.total for b in dash.panel.alias_bars.values()]
     summary = updates.outputs[-1].data["text/html"]  # the static summary, for shared notebooks
     assert updates.outputs[-1].update and "summary below" in shown(dash.panel.summary)
     assert "codexflow-summary" in summary and "tester-1" in summary and "completed" in summary
@@ -596,7 +600,7 @@ def test_dashboard_composes_the_widgets_and_runs_the_example(workdir: Path, shel
 def test_dashboard_with_a_fixed_plan(workdir: Path) -> None:
     dash = dashboard(plan=PHASED, latency_ms=10, log_file=None, runs_dir=None)
     assert dash.task_editor is None
-    assert dash.panel.overall.max == 4
+    assert dash.panel.overall.total == 4
     result = asyncio.run(dash.run_async())
     assert result is not None and result.ok
     assert [t.key for t in result.tasks] == ["d1", "d2", "b1", "b2"]

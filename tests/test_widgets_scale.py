@@ -28,10 +28,11 @@ from codexflow_nb.widgets import (
     build_figure,
     live_models,
 )
+from codexflow_nb.widgets.bars import StatusBar, bar_text
 from codexflow_nb.widgets.palette import STATUS_FILLS
 from codexflow_nb.widgets.plan_graph import AGGREGATE_ABOVE, MAX_HEIGHT, plan_spec
 from codexflow_nb.widgets.plan_svg import groups_svg, tasks_svg
-from codexflow_nb.widgets.render import KEEP_OPEN_JS, render_html, summary_html
+from codexflow_nb.widgets.render import KEEP_OPEN_JS, render_html, summary_html, widget_html
 from codexflow_nb.widgets.state import RunState
 
 AGENTS = ["code-analyzer", "system-architect", "coder", "tester", "security-auditor"]
@@ -114,7 +115,7 @@ def test_comm_messages_per_second_do_not_grow_with_the_tasks(
     assert dash.graph.renders - renders <= elapsed / 1.0 + 2
     assert rate < 120, (len(sent), elapsed, events)
     assert kb < 200, kb
-    assert dash.panel.overall.value == len(dash.plan())
+    assert dash.panel.overall.done == len(dash.plan())
     assert all(shown(lbl).startswith(f"{per_alias}/{per_alias} done")
                for lbl in dash.panel.alias_labels.values())
     print(f"\n{len(dash.plan())} tasks, {events} events in {elapsed:.2f} s: {len(sent)} "
@@ -245,6 +246,28 @@ def test_only_real_dependencies_get_arrows() -> None:
     assert svg.count('class="edge"') == 1  # ... which the columns say; one real arrow
 
 
+def test_status_bars_split_done_failed_cancelled_and_running() -> None:
+    """A progress bar is split by status, each in its colour (after Stop a bar shows what
+    completed as well as what was cancelled), and its static copy is an image saying the
+    same counts."""
+    bar = StatusBar(description="a1")
+    bar.show({"completed": 40, "failed": 5, "cancelled": 30, "running": 5, "queued": 20}, 100)
+    segments = re.findall(r'<rect data-status="(\w+)" x="([\d.]+)" width="([\d.]+)" '
+                          r'height="\d+" fill="(#\w+)"', bar.value)
+    assert [(st, float(x), float(width)) for st, x, width, _f in segments] == [
+        ("completed", 0, 120), ("failed", 120, 15), ("cancelled", 135, 90), ("running", 225, 15)]
+    assert all(fill == STATUS_FILLS[st] for st, _x, _w, fill in segments)
+    assert bar.done == 75 and bar.running == 5 and bar.total == 100
+    text = "a1: 75/100 done · 40 completed · 5 failed · 30 cancelled · 5 running"
+    assert bar_text(bar.counts, 100, "a1") == text
+    static = widget_html(bar)  # GitHub drops inline SVG but keeps images
+    assert "<svg" not in static and "data:image/svg+xml;base64," in static
+    assert f'alt="{text}"' in html.unescape(static)
+    bar.show({}, 100)
+    assert "data-status" not in bar.value and bar.done == 0
+    bar.close()
+
+
 # -- Stop under load ------------------------------------------------------------------------------
 
 def test_stop_reaches_the_engine_within_a_second_at_5000_tasks(workdir: Path) -> None:
@@ -293,8 +316,11 @@ def test_stop_reaches_the_engine_within_a_second_at_5000_tasks(workdir: Path) ->
     assert set(counts) == {"completed", "cancelled"} and counts["cancelled"] > 1000
     assert sum(counts.values()) == 5000
     panel = dash.panel
-    assert panel.overall.style.bar_color == STATUS_FILLS["cancelled"]
-    assert panel.overall.bar_style != "danger"  # cancelled is not failed
+    # the bars split by status: completed and cancelled side by side, nothing "failed"
+    assert panel.overall.counts == counts
+    assert 'data-status="cancelled"' in panel.overall.value
+    assert f'fill="{STATUS_FILLS["cancelled"]}"' in panel.overall.value
+    assert STATUS_FILLS["failed"] not in panel.overall.value
     assert f"{counts['cancelled']} cancelled" in shown(panel.overall_label)
     dash.close()
 
@@ -387,7 +413,7 @@ def test_fixing_an_input_clears_its_problem_everywhere(workdir: Path) -> None:
     tasks.load(data)
     assert dash.problem_list == [] and shown(dash.problems) == ""
     assert "⚠" not in tasks.message.value and dash.panel.message.value == ""
-    assert dash.panel.overall.max == 7 and "not started" in shown(dash.panel.overall_label)
+    assert dash.panel.overall.total == 7 and "not started" in shown(dash.panel.overall_label)
     dash.close()
 
 

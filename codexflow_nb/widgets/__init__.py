@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .aliases import AliasEditor
+    from .bars import StatusBar
     from .changes import ChangesView
     from .dashboard import Dashboard, dashboard
     from .diffs import changes_bundle, changes_html, diff_html
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 #: public name -> the module that defines it
 _NAMES = {
     "AgentPicker": "picker", "AliasEditor": "aliases", "ChangesView": "changes",
+    "StatusBar": "bars",
     "Dashboard": "dashboard", "LiveView": "render", "PlanGraph": "plan_graph",
     "RunPanel": "run_panel", "RunState": "state", "TaskEditor": "tasks", "TaskList": "task_list",
     "close_tree": "lifecycle", "live_models": "lifecycle",
@@ -40,8 +42,9 @@ _NAMES = {
     "summary_html": "render",
 }
 
-__all__ = ["AgentPicker", "AliasEditor", "ChangesView", "Dashboard", "LiveView", "PlanGraph",
-           "RunPanel", "RunState", "TaskEditor", "TaskList", "build_figure", "changes_bundle",
+__all__ = ["AgentPicker", "AliasEditor", "ChangesView",
+           "Dashboard", "LiveView", "PlanGraph", "RunPanel", "RunState", "StatusBar",
+           "TaskEditor", "TaskList", "build_figure", "changes_bundle",
            "changes_html", "close_tree", "live_models",
            "dashboard", "diff_html", "format_step", "render_html", "render_text", "run_live",
            "summary_html"]

@@ -30,16 +30,15 @@ from ..plan import Plan
 from ..registry import Registry, load_registry
 from ..runtimes import RUNTIME_NAMES, make_runtime
 from .aliases import _error_html, plain
+from .bars import StatusBar
 from .coalesce import Throttle
 from .lifecycle import Composed, close_tree
-from .palette import STATUS_FILLS, STATUS_ORDER, outcome_fill
+from .palette import STATUS_FILLS, STATUS_ORDER
 from .render import bundle, headline, static_bundle
 from .state import RunState
 from .task_list import TaskList
 
 PROGRESS = "__progress__"
-#: Ended statuses that turn a bar red.
-FAILED = {"failed", "timeout", "rejected", "skipped"}
 #: The one key of the panel's redraws: everything that changed is drawn together.
 FRAME = "__frame__"
 KEY_PLACEHOLDER = "API key (kept in the kernel, never shown)"
@@ -81,6 +80,13 @@ def _plan_from(inputs: Mapping[str, Any]) -> Plan:
     return Plan.from_task_map(tasks)
 
 
+def _warm_imports() -> None:
+    """Import what ``prepare_run`` imports on first use (executors, the agent runtimes: 75 to
+    130 ms on a loaded 2-core machine), so that the first Run does not wait for it."""
+    from .. import executors  # noqa: F401
+    from ..runtimes import agent_cli  # noqa: F401
+
+
 class RunPanel(Composed, w.VBox):
     """Runtime choice, Run/Stop, progress bars, per-task output and a final summary.
 
@@ -113,6 +119,7 @@ class RunPanel(Composed, w.VBox):
         self.task: asyncio.Task[RunResult | None] | None = None
         self.result: RunResult | None = None
         self.state = RunState()
+        self._state_plan: Plan | None = None  # the plan ``state`` was made for
         self.show_problems = show_problems
         self.problems: list[str] = []  # what stops the current inputs from running
         self._field_problems: list[str] = []  # the coding-agent fields' own
@@ -158,12 +165,12 @@ class RunPanel(Composed, w.VBox):
                                     disabled=True)
         self.message = w.HTML()
         self.problem_note = w.HTML()  # "⚠ 2 problems to fix", by the Run button
-        self.overall = w.IntProgress(value=0, min=0, max=1, description="all",
-                                     bar_style="info", layout=w.Layout(width="50%",
-                                                                       flex="0 0 auto"))
+        # bars split by status (completed, failed, cancelled, running: each its colour)
+        self.overall = StatusBar(description="all", layout=w.Layout(width="50%",
+                                                                    flex="0 0 auto"))
         self.overall_label = w.HTML(layout=w.Layout(flex="1 1 auto", width="auto"))
         self.overall_label.add_class("codexflow-headline")  # found by tests in a browser
-        self.alias_bars: dict[str, w.IntProgress] = {}
+        self.alias_bars: dict[str, StatusBar] = {}
         self.alias_labels: dict[str, w.HTML] = {}
         self.alias_box = w.VBox()
         self.tasks_view = TaskList(page_size=page_size)
@@ -187,6 +194,7 @@ class RunPanel(Composed, w.VBox):
                           self.analysis_button, self.analysis_out])
         self._show_runtime_fields()
         self.reset()
+        _warm_imports()
 
     @property
     def accordion(self) -> w.Accordion:
@@ -287,24 +295,36 @@ class RunPanel(Composed, w.VBox):
         repo = self.repo.value.strip()
         self._run_repo = str(Path(repo).expanduser().resolve()) if repo and self.agent_runtime \
             else None  # Apply writes there (a copy workspace does not name its source)
-        self.reset(plan)
+        self.reset(plan, run=run, inputs=inputs)
         return run
 
-    def reset(self, plan: Plan | None = None) -> None:
+    def reset(self, plan: Plan | None = None, *, run: Run | None = None,
+              inputs: Mapping[str, Any] | None = None) -> None:
         """Empty progress and outputs for a plan (the source's plan when not given). With
         inputs that cannot run, the panel says so ("no runnable tasks") and counts the
-        problems by the Run button; nothing of an earlier plan stays."""
+        problems by the Run button; nothing of an earlier plan stays. With the ``run`` just
+        prepared for it (Run), its headline goes out first, ahead of the page of outputs."""
         self._throttle.cancel()
         self._dirty.clear()
         problems: list[str] = []
-        inputs: dict[str, Any] = {}
         try:
-            inputs = dict(self._source())
+            inputs = dict(inputs if inputs is not None else self._source())
             if plan is None:
                 plan = _plan_from(inputs)
         except ConfigError as exc:
+            inputs = {}
             problems = [plain(p, self.registry) for p in exc.problems]
-        self.state = RunState(plan) if plan is not None and not problems else RunState()
+        if plan is None or problems:
+            self.state, self._state_plan = RunState(), None
+        elif plan is not self._state_plan or self.state.started:
+            self.state, self._state_plan = RunState(plan), plan
+        # else: the state drawn for this plan before, untouched (Run at 5,000 tasks keeps the
+        # ~20,000 objects it would make again, and the collections they set off, off its path)
+        if run is not None and not problems:
+            # the first message after Run: the kernel then sends about 40 more (bars, the
+            # page of outputs), which a loaded server relays one by one before the first frame
+            self.state.begin(run.run_id, run.options.runtime_name or self.runtime.value)
+            self.overall_label.value = escape(headline(self.state))
         if not problems:
             limits, problems = self._limits(plan, inputs) if plan is not None else ({}, [])
             for alias, limit in limits.items():
@@ -312,7 +332,6 @@ class RunPanel(Composed, w.VBox):
         self.result = None
         self._set_bars(list(self.state.aliases))
         self.tasks_view.set_state(self.state)
-        self.overall.max = max(1, self.state.total)
         self.summary.value = ""
         old = self.changes_box.children
         self.changes_box.children = ()
@@ -327,15 +346,14 @@ class RunPanel(Composed, w.VBox):
         """One progress bar and label per alias; kept when the aliases are the same."""
         if list(self.alias_bars) != aliases:
             old = self.alias_box.children
-            self.alias_bars = {a: w.IntProgress(value=0, min=0, max=1, description=a,
-                                                layout=w.Layout(width="50%")) for a in aliases}
+            self.alias_bars = {a: StatusBar(description=a, layout=w.Layout(width="50%"))
+                               for a in aliases}
             self.alias_labels = {a: w.HTML() for a in aliases}
             self.alias_box.children = tuple(w.HBox([self.alias_bars[a], self.alias_labels[a]])
                                             for a in aliases)
             close_tree(*old)
         for a, bar in self.alias_bars.items():
-            with bar.hold_sync():
-                bar.value, bar.max = 0, max(1, self.state.aliases[a].total)
+            bar.show({}, self.state.aliases[a].total)
 
     def _limits(self, plan: Plan, inputs: Mapping[str, Any]) -> tuple[dict[str, int], list[str]]:
         """Each alias's parallel-task limit, shown before the run starts, and what stops the
@@ -496,25 +514,14 @@ class RunPanel(Composed, w.VBox):
     def _render_progress(self) -> None:
         s = self.state
         counts = s.counts()
-        with self.overall.hold_sync():
-            self.overall.value = s.done
-            self.overall.bar_style = ("success" if s.complete and s.ok else
-                                      "danger" if counts.keys() & FAILED else
-                                      "" if s.complete else "info")
-            self.overall.style.bar_color = outcome_fill(counts)
+        self.overall.show(counts, s.total)
         if not s.tasks and not s.started:
             self.overall_label.value = "no runnable tasks"
         else:
             self.overall_label.value = escape(headline(s)) + _status_counts(counts, s.complete)
         for alias, a in s.aliases.items():
             if alias in self.alias_bars:
-                bar = self.alias_bars[alias]
-                with bar.hold_sync():
-                    bar.value = a.done
-                    bar.bar_style = ("danger" if a.counts.keys() & FAILED else
-                                     "success" if a.done == a.total and a.counts.get("completed")
-                                     == a.total else "")
-                    bar.style.bar_color = outcome_fill(a.counts)
+                self.alias_bars[alias].show({**a.counts, "running": a.running}, a.total)
                 limit = a.limit if a.limit is not None else "-"
                 self.alias_labels[alias].value = (
                     f"{a.done}/{a.total} done · running {a.running}/{limit}"

@@ -154,6 +154,11 @@ class RunState:
         """Tasks per status (statuses with none left out)."""
         return {s: n for s, n in self._counts.items() if n}
 
+    def begin(self, run_id: str, runtime: str | None) -> None:
+        """A run of this plan is prepared and starts now (its ``run_started`` will say the
+        same): views show its id and progress from here on."""
+        self.started, self.run_id, self.runtime = True, run_id, runtime
+
     def apply(self, event: Event) -> str | None:
         """Update from one event; returns the key of the task it concerns (or None)."""
         kind = event.get("kind")
