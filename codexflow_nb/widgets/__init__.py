@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .aliases import AliasEditor
     from .bars import StatusBar
     from .changes import ChangesView
+    from .concurrency import Concurrency, ConcurrencyView
     from .dashboard import Dashboard, dashboard
     from .diffs import changes_bundle, changes_html, diff_html
     from .lifecycle import close_tree, live_models
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 #: public name -> the module that defines it
 _NAMES = {
     "AgentPicker": "picker", "AliasEditor": "aliases", "ChangesView": "changes",
-    "StatusBar": "bars",
+    "Concurrency": "concurrency", "ConcurrencyView": "concurrency", "StatusBar": "bars",
     "Dashboard": "dashboard", "LiveView": "render", "PlanGraph": "plan_graph",
     "RunPanel": "run_panel", "RunState": "state", "TaskEditor": "tasks", "TaskList": "task_list",
     "close_tree": "lifecycle", "live_models": "lifecycle",
@@ -42,7 +43,7 @@ _NAMES = {
     "summary_html": "render",
 }
 
-__all__ = ["AgentPicker", "AliasEditor", "ChangesView",
+__all__ = ["AgentPicker", "AliasEditor", "ChangesView", "Concurrency", "ConcurrencyView",
            "Dashboard", "LiveView", "PlanGraph", "RunPanel", "RunState", "StatusBar",
            "TaskEditor", "TaskList", "build_figure", "changes_bundle",
            "changes_html", "close_tree", "live_models",
