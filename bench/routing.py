@@ -13,6 +13,11 @@ this single-threaded loop is the steadier of the two.
 
 ``--short``: one line, the held-out verdict against the targets (top-1 >= 0.90, top-3 >= 0.97)
 and the ratio to the triggers-only baseline, plus the speed of 1,000 routes.
+
+``--tuning-only``: the tuning half and the speed (over the tuning requests) without reading
+``heldout.yaml`` at all, for work on the ranker, the lexicon or the cards. Every other run
+prints held-out figures: that is a measurement of the held-out half, to be recorded with what
+changed before it in docs/PLANNING.md ("Measured accuracy"), and there are few to spend.
 """
 
 from __future__ import annotations
@@ -90,9 +95,13 @@ def speed(registry: Registry, texts: list[str], *, ranker_only: bool) -> tuple[f
 
 
 def main() -> None:
-    args = parser(__doc__ or "").parse_args()
+    cli = parser(__doc__ or "")
+    cli.add_argument("--tuning-only", action="store_true",
+                     help="the tuning half and the speed only: heldout.yaml is not read")
+    args = cli.parse_args()
     registry = load_registry(BUNDLED_AGENTS)
-    halves = {name: load_half(name) for name in ("tuning", "held-out")}
+    names = ("tuning",) if args.tuning_only else ("tuning", "held-out")
+    halves = {name: load_half(name) for name in names}
     results = {name: (accuracy(rows, registry, baseline=False),
                       accuracy(rows, registry, baseline=True)) for name, rows in halves.items()}
     texts = [r["text"] for rows in halves.values() for r in rows]
@@ -102,6 +111,13 @@ def main() -> None:
         repeats = 1 if args.short else 3
         route_wall, route_cpu = min(speed(big, texts, ranker_only=False) for _ in range(repeats))
         rank_wall, rank_cpu = min(speed(big, texts, ranker_only=True) for _ in range(repeats))
+    if args.tuning_only:
+        (t1, t3), (b1, b3) = results["tuning"]
+        print(f"routing (tuning half only, held-out not read): top-1 {t1:.3f} top-3 {t3:.3f} "
+              f"({t1 / max(b1, 1e-9):.1f}x the triggers-only top-1 {b1:.3f}); 1,000 routes over "
+              f"{len(big)} agents {route_cpu:.2f} s CPU ({route_wall:.2f} s wall), the ranker "
+              f"{rank_cpu:.2f} s")
+        return
     (h1, h3), (b1, b3) = results["held-out"]
     if args.short:
         ok = h1 >= TARGET_TOP1 and h3 >= TARGET_TOP3

@@ -20,17 +20,28 @@ A field's words are repeated ``weight`` times in the document, so a word in an a
 counts more than one in a long responsibility. Words are lowercased, split on anything that is
 not a letter or a digit, stop words (English function words and request filler such as
 "please" or "need") dropped, and stemmed with the Snowball English stemmer (PyStemmer), so
-"vulnerabilities" meets "vulnerability". Scoring is BM25 (the ``bm25s`` package, Lucene
-variant); ties break by agent key, so the same request over the same cards always ranks the
-same way.
+"vulnerabilities" meets "vulnerability". Other agents' names are dropped from a card's
+description, capabilities and responsibilities ("hand it to the coder" is not the card's
+subject).
+
+The domain lexicon (:class:`Lexicon`, ``codexflow_nb/data/lexicon.yaml``) bridges words the
+cards do not use: each of its concepts lists the words and phrases people use for a subject
+("sluggish", "p99", "takes forever" for ``performance``), and every phrase found adds the
+concept as one more word, ``~performance``: once per request (counted CONCEPT_WEIGHT times),
+once per phrase on a card, so the card of a subject, which names it many ways, outweighs one
+that mentions it in passing. The route's trace shows such a match as ``sluggish~performance``.
+
+Scoring is BM25 (the ``bm25s`` package, Lucene variant); ties break by agent key, so the same
+request over the same cards always ranks the same way.
 
 The index is built once per :class:`~codexflow_nb.registry.Registry` object (kept beside it in
 a weak map) and costs a few milliseconds for the bundled cards. ``bm25s`` (with numpy) and the
 stemmer are imported on first use, so ``import codexflow_nb`` stays light. Nothing is fetched:
 no network, no model.
 
-The weights were tuned on the tuning half of ``tests/data/routing/`` (``tune*.yaml``) only;
-``heldout.yaml`` is measured, never tuned on (``python bench/routing.py``; the numbers are in
+The weights and the lexicon were tuned on the tuning half of ``tests/data/routing/``
+(``tune*.yaml``) and the cards only; ``heldout.yaml`` is measured as aggregate numbers, never
+tuned on or read (``python bench/routing.py``; the numbers and the protocol are in
 ``docs/PLANNING.md``).
 """
 
@@ -40,8 +51,9 @@ import difflib
 import re
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -119,6 +131,109 @@ ABBREVIATIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+# -- the domain lexicon -----------------------------------------------------------------------
+
+#: The packaged lexicon: concept -> the words and phrases people use for it.
+LEXICON_PATH = Path(__file__).parent / "data" / "lexicon.yaml"
+#: A concept's words in the ranker's documents and requests start with this mark (no word can:
+#: words are letters and digits only).
+CONCEPT_MARK = "~"
+#: How many times a concept counts in a request, relative to a word (tuned on the tuning half).
+CONCEPT_WEIGHT = 3
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """Concepts and the words and phrases that name them (``codexflow_nb/data/lexicon.yaml``).
+
+    A phrase found in a text adds its concept as one more word, ``~performance``, on the agent
+    cards and in the request alike: "sluggish" in a request meets "latency" on a card. Phrases
+    are matched on the text's words in their plain form (:func:`plain`), stop words included
+    ("how to" is a phrase).
+    """
+
+    concepts: Mapping[str, tuple[str, ...]]
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Lexicon:
+        """A lexicon file: a YAML mapping of concept -> list of words or phrases."""
+        import yaml
+
+        from .errors import ConfigError
+
+        where = Path(path) if path is not None else LEXICON_PATH
+        try:
+            data = yaml.safe_load(where.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{where}: cannot read the lexicon: {exc}") from None
+        if not isinstance(data, dict) or not all(
+                isinstance(c, str) and isinstance(t, list) and all(isinstance(x, str) for x in t)
+                for c, t in data.items()):
+            raise ConfigError(f"{where}: expected a mapping of concept -> [word or phrase, ...]")
+        return cls({c: tuple(t) for c, t in data.items()})
+
+    def compile(self) -> dict[str, list[tuple[tuple[str, ...], str]]]:
+        """first word -> [(the phrase's words, its concept word)], longest phrases first; words
+        in their plain form (:func:`plain`)."""
+        out: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+        for concept, terms in self.concepts.items():
+            mark = CONCEPT_MARK + concept
+            for term in terms:
+                seq = tuple(plain(t) for t in tokens(term))
+                if seq and (seq, mark) not in out.get(seq[0], []):
+                    out.setdefault(seq[0], []).append((seq, mark))
+        for entries in out.values():
+            entries.sort(key=lambda e: (-len(e[0]), e))
+        return out
+
+    def find(self, raw: Sequence[str], compiled: Mapping[str, list[tuple[tuple[str, ...], str]]],
+             *, every: bool = False) -> list[tuple[str, str]]:
+        """The concepts named in ``raw`` (a text's tokens) with the words that named them, each
+        concept once (``every``: once per phrase found). Scanning left to right, the longest
+        phrase that starts at a word wins and its words name nothing else ("react native" is
+        mobile, not also frontend)."""
+        words = [plain(t) for t in raw]
+        found: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        i, n = 0, len(words)
+        while i < n:
+            longest = 0
+            for seq, concept in compiled.get(words[i], ()):
+                if len(seq) < longest:
+                    break
+                if tuple(words[i:i + len(seq)]) == seq:
+                    longest = len(seq)
+                    if every or concept not in seen:
+                        seen.add(concept)
+                        found.append((concept, " ".join(raw[i:i + longest])))
+            i += max(longest, 1)
+        return found
+
+
+def plain(token: str) -> str:
+    """A word without its plural ending ("queries" -> "query", "tests" -> "test"): the lexicon's
+    light stemmer. Snowball's stems are too eager there ("accessibility" and "access",
+    "responsive" and "responses", "distributed" and "distribution" share one)."""
+    if len(token) > 4 and token.endswith("ies") and not token.endswith(("eies", "aies")):
+        return token[:-3] + "y"
+    if len(token) > 3 and token.endswith("es") and not token.endswith(("aes", "ees", "oes")):
+        return token[:-1]
+    if len(token) > 3 and token.endswith("s") and not token.endswith(("us", "ss", "is")):
+        return token[:-1]
+    return token
+
+
+_default_lexicon: Lexicon | None = None
+
+
+def default_lexicon() -> Lexicon:
+    """The packaged lexicon, read once."""
+    global _default_lexicon
+    if _default_lexicon is None:
+        _default_lexicon = Lexicon.load()
+    return _default_lexicon
+
+
 def _stemmer() -> Any:
     """The Snowball English stemmer: PyStemmer (C) or, failing that, snowballstemmer."""
     try:
@@ -131,11 +246,16 @@ def _stemmer() -> Any:
         return snowballstemmer.stemmer("english")
 
 
+def tokens(text: str) -> list[str]:
+    """Every word of ``text`` in order: lowercase, split on anything but letters and digits."""
+    return _WORD.findall(text.lower().replace("'s", " "))
+
+
 def words(text: str) -> list[str]:
     """The content words of ``text`` in order (lowercase, no stop words, no bare numbers),
     with short forms expanded (``k8s`` -> ``kubernetes``)."""
     out: list[str] = []
-    for w in _WORD.findall(text.lower().replace("'s", " ")):
+    for w in tokens(text):
         if len(w) < 2 or w.isdigit() or w in STOPWORDS:
             continue
         out.append(w)
@@ -143,8 +263,29 @@ def words(text: str) -> list[str]:
     return out
 
 
-def card_fields(agent: AgentDef) -> dict[str, str]:
-    """The text of each ranked field of an agent's card."""
+#: The fields where a card's mentions of other agents are dropped (see :func:`card_fields`).
+MENTION_FIELDS = ("description", "capabilities", "responsibilities")
+
+
+def _mentions(agents: Sequence[AgentDef], agent: AgentDef) -> re.Pattern[str] | None:
+    """The names of the other agents, as one pattern (longest first, whole words)."""
+    own = {agent.name.lower(), agent.id.replace("-", " ").lower()}
+    names = {n for a in agents if a is not agent
+             for n in (a.name.lower(), a.id.replace("-", " ").lower()) if n and n not in own}
+    if not names:
+        return None
+    alts = "|".join(r"\s+".join(map(re.escape, n.split()))
+                    for n in sorted(names, key=lambda n: (-len(n), n)))
+    return re.compile(rf"(?<![\w-])(?:{alts})(?![\w-])", re.IGNORECASE)
+
+
+def card_fields(agent: AgentDef, mentions: re.Pattern[str] | None = None) -> dict[str, str]:
+    """The text of each ranked field of an agent's card.
+
+    ``mentions``: other agents' names, dropped from the description, capabilities and
+    responsibilities ("report regressions to the performance analyzer" is about the frontend
+    card's hand-offs, not its subject).
+    """
     data = agent.data
     caps = data.get("capabilities") or {}
     detail = caps.get("detail") or {}
@@ -156,7 +297,7 @@ def card_fields(agent: AgentDef) -> dict[str, str]:
 
     detail_text = " ".join(flat(v) for k, v in detail.items()
                            if k != "tools" and isinstance(v, list))
-    return {
+    fields = {
         "id": agent.id.replace("-", " "),
         "name": agent.name,
         "domain": " ".join(x for x in (agent.domain, agent.subdomain) if x),
@@ -166,6 +307,10 @@ def card_fields(agent: AgentDef) -> dict[str, str]:
         "keywords": flat(agent.keywords),
         "examples": flat(routing.get("examples") or []),
     }
+    if mentions is not None:
+        for name in MENTION_FIELDS:
+            fields[name] = mentions.sub(" ", fields[name])
+    return fields
 
 
 @dataclass(frozen=True)
@@ -233,23 +378,30 @@ class Ranker:
     """A BM25 index over one registry's agent cards."""
 
     def __init__(self, registry: Registry, weights: dict[str, int] | None = None, *,
-                 k1: float = K1, b: float = B) -> None:
+                 k1: float = K1, b: float = B, lexicon: Lexicon | None = None,
+                 concept_weight: int = CONCEPT_WEIGHT) -> None:
         import bm25s
 
         self.weights = dict(FIELD_WEIGHTS if weights is None else weights)
         self._stem = _stemmer().stemWord
         self._stems: dict[str, str] = {}
+        self.lexicon = default_lexicon() if lexicon is None else lexicon
+        self.concept_weight = concept_weight
+        self._phrases = self.lexicon.compile()
         agents = list(registry)
         self.keys = [a.key for a in agents]
-        #: per agent, per field: stem -> the card's own words for it
+        #: per agent, per field: the stems (and concept words) on it
         self.card_stems: list[dict[str, set[str]]] = []
         docs: list[list[str]] = []
         for agent in agents:
-            fields = card_fields(agent)
+            fields = card_fields(agent, _mentions(agents, agent))
             per_field: dict[str, set[str]] = {}
             doc: list[str] = []
             for name, text in fields.items():
-                stems = [self.stem(w) for w in words(text)]
+                # a card counts a concept once per phrase that names it: the card of a subject
+                # names it many ways, a card that mentions it in passing once
+                _, stems, concepts = self.analyze(text, every=True)
+                stems = stems + [c for c, _ in concepts]
                 per_field[name] = set(stems)
                 doc.extend(stems * self.weights.get(name, 1))
             self.card_stems.append(per_field)
@@ -270,6 +422,15 @@ class Ranker:
             s = self._stems[word] = self._stem(word)
         return s
 
+    def analyze(self, text: str, *, every: bool = False
+                ) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+        """``text`` as the ranker sees it: its content words, their stems, and the concepts
+        the lexicon finds in it with the phrase that named each (``("~performance",
+        "sluggish")``): each concept once, or once per phrase with ``every``."""
+        surface = words(text)
+        concepts = self.lexicon.find(tokens(text), self._phrases, every=every)
+        return surface, [self.stem(w) for w in surface], concepts
+
     def informative(self, stems: Sequence[str]) -> list[str]:
         """The stems that tell agents apart: on some card, but not on every card."""
         n = len(self.keys)
@@ -286,9 +447,9 @@ class Ranker:
 
     def rank(self, text: str) -> Ranking:
         """Score every agent's card against ``text``, best first."""
-        surface = words(text)
-        stems = [self.stem(w) for w in surface]
-        raw = self.scores(stems)
+        surface, stems, concepts = self.analyze(text)
+        marks = [c for c, _ in concepts]
+        raw = self.scores(stems + marks * self.concept_weight)
         hits = raw.nonzero()[0]
         order = sorted(((self.keys[i], float(raw[i]), int(i)) for i in hits if raw[i] > 0),
                        key=lambda t: (-t[1], t[0]))
@@ -296,7 +457,9 @@ class Ranker:
         for w, s in zip(surface, stems, strict=True):
             if w not in by_stem.setdefault(s, []):
                 by_stem[s].append(w)
-        ranking = Ranking(self, text, [by_stem[s][0] for s in self.informative(stems)],
+        for mark, phrase in concepts:  # shown as the request's words and the concept
+            by_stem[mark] = [f"{phrase}{mark}"]
+        ranking = Ranking(self, text, [by_stem[s][0] for s in self.informative(stems + marks)],
                           order, by_stem)
         if not ranking.informative:
             ranking.closest = self.closest(surface)

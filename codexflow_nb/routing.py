@@ -10,9 +10,11 @@
 
 * Text the triggers do not decide goes to the ranker (:mod:`codexflow_nb.ranking`): BM25 over
   every agent's card. Triggers decide when their strong matches (a regex rule of priority
-  STRONG_PRIORITY or more, or a keyword phrase of two or more words) name exactly one agent;
-  single-word keywords and lower-priority rules ("plan", "implement", "investigate") are too
-  common in plain requests to decide alone, and several agents need a tie-break.
+  STRONG_PRIORITY or more, or a keyword phrase of two or more words) name exactly one agent,
+  unless the ranker scores another card OVERRULE_RATIO times as high as that agent's (one
+  phrase such as "find out" against the rest of the request); single-word keywords and
+  lower-priority rules ("plan", "implement", "investigate") are too common in plain requests to
+  decide alone, and several agents need a tie-break.
 
 Every match is kept in the trace, so a plan can say why each agent was chosen; a text route
 also says which stage decided and the ranker's top three with their scores and words.
@@ -349,17 +351,54 @@ def _strong(match: RouteMatch) -> bool:
     return match.via == "keyword" and len(match.rule.split()) >= 2
 
 
+#: A strong trigger does not decide when the ranker scores another card at least this many
+#: times as high as the trigger's agent: one phrase ("find out", "end to end") against the
+#: whole request (tuned on the tuning half: the trigger's agent was right at ratios up to 1.34
+#: and wrong from 1.67 on).
+OVERRULE_RATIO = 1.5
+
+
+def _overruled(ranking: Ranking, agent: str) -> str | None:
+    """The ranker's best agent when its card outscores ``agent``'s by OVERRULE_RATIO."""
+    if not ranking.agents or ranking.agents[0] == agent:
+        return None
+    best = ranking.agents[0]
+    return best if ranking.score(best) >= OVERRULE_RATIO * ranking.score(agent) else None
+
+
+#: Only weak triggers matched, and they name one agent: it takes the route when the ranker's
+#: best card scores less than this many times as high as its own (a near tie). On the tuning
+#: half 1.1 to 1.2 are one request apart either way; 1.2 lets a bundle's own rule ("^review .*
+#: code$" in the Node bundle) win over a card that is 13% ahead.
+WEAK_TIE_RATIO = 1.2
+
+
 def _decide(text: str, registry: Registry, route: Route) -> Route:
-    """Stage 1, triggers: decide when the strong matches name exactly one agent. Stage 2, the
-    ranker: best card first (trigger-named agents it did not score follow). Else "none"."""
+    """Stage 1, triggers: decide when the strong matches name exactly one agent (unless the
+    ranker scores another card OVERRULE_RATIO times as high). Stage 2, the ranker: best card
+    first (trigger-named agents it did not score follow), a weak trigger's agent on a near tie
+    (WEAK_TIE_RATIO). Else "none"."""
     ranking = rank(text, registry)
     strong = list(dict.fromkeys(m.agent for m in route.trace if _strong(m)))
     named = route.candidates
     route.text, route.ranking = text, ranking
-    if len(strong) == 1:
+    best = _overruled(ranking, strong[0]) if len(strong) == 1 else None
+    if best is not None:
+        route.stage, route.candidates = "ranker", [best]
+        how = "; ".join(m.describe() for m in route.trace if m.agent == strong[0] and _strong(m))
+        ratio = ranking.score(best) / max(ranking.score(strong[0]), 1e-9)
+        route.decision = (f"a strong trigger names {strong[0]} ({how}), but the card of {best} "
+                          f"scores {ratio:.1f} times as high; best card")
+    elif len(strong) == 1:
         route.stage, route.candidates = "triggers", strong
         how = "; ".join(m.describe() for m in route.trace if m.agent == strong[0] and _strong(m))
         route.decision = f"a strong trigger names one agent ({how})"
+    elif (not strong and len(named) == 1 and ranking.agents and ranking.agents[0] != named[0]
+          and 0 < ranking.score(ranking.agents[0]) < WEAK_TIE_RATIO * ranking.score(named[0])):
+        route.stage, route.candidates = "triggers", named[:1]
+        route.decision = (f"only weak triggers ({', '.join(m.rule for m in route.trace)}), and "
+                          f"{named[0]}'s card is within {WEAK_TIE_RATIO - 1:.0%} of the best "
+                          f"({ranking.agents[0]}); the trigger breaks the near tie")
     elif ranking.agents and (ranking.informative or named):
         route.stage, route.candidates = "ranker", ranking.agents[:1]
         route.decision = (

@@ -14,17 +14,29 @@ import pytest
 import yaml
 
 from codexflow_nb.cli import main
+from codexflow_nb.errors import ConfigError
 from codexflow_nb.planner import select_agents
-from codexflow_nb.ranking import FIELD_WEIGHTS, Ranker, card_fields, rank, ranker_for, words
+from codexflow_nb.ranking import (
+    FIELD_WEIGHTS,
+    Lexicon,
+    Ranker,
+    card_fields,
+    default_lexicon,
+    plain,
+    rank,
+    ranker_for,
+    tokens,
+    words,
+)
 from codexflow_nb.registry import BUNDLED_AGENTS, load_registry, validate_agent_data
 from codexflow_nb.routing import route_text
 
 DATA = Path(__file__).parent / "data" / "routing"
-#: What the router reaches on the held-out half (measured once, never tuned on; see
-#: tests/data/routing/README.md). The issue's targets are 0.90 and 0.97: missed, and these
-#: floors only guard against it getting worse.
-HELDOUT_TOP1, HELDOUT_TOP3 = 0.64, 0.86
-TUNING_TOP1, TUNING_TOP3 = 0.93, 1.0
+#: What the router reaches on the held-out half (measured as aggregates only, never tuned on;
+#: see tests/data/routing/README.md and docs/PLANNING.md). The issue's targets are 0.90 and
+#: 0.97: missed, and these floors only guard against it getting worse.
+HELDOUT_TOP1, HELDOUT_TOP3 = 0.78, 0.94
+TUNING_TOP1, TUNING_TOP3 = 0.92, 0.98
 
 #: The requests quoted in issue 17, which found nothing or the wrong agent before the ranker.
 ISSUE_REQUESTS = [
@@ -40,6 +52,11 @@ ISSUE_REQUESTS = [
 
 def _half(*names: str) -> list[dict[str, str]]:
     return [row for n in names for row in yaml.safe_load((DATA / f"{n}.yaml").read_text())]
+
+
+def _tuning() -> list[dict[str, str]]:
+    """The tuning half: every tune*.yaml (never heldout.yaml)."""
+    return _half(*sorted(p.stem for p in DATA.glob("tune*.yaml")))
 
 
 def _accuracy(rows: list[dict[str, str]], registry) -> tuple[float, float]:
@@ -91,6 +108,70 @@ def test_card_fields_cover_the_whole_card(registry):
     assert fields["id"] == "frontend dev" and "react" in fields["capabilities"]
     assert "read_file" not in fields["capabilities"]  # tool names are not the agent's subject
     assert "frontend" in fields["keywords"] and fields["examples"]
+
+
+def test_other_agents_names_are_not_a_cards_subject(registry):
+    # the frontend card hands regressions "to the performance analyzer": not its subject
+    agent = registry.get("frontend-dev")
+    assert "performance analyzer" in card_fields(agent)["responsibilities"]
+    ranker = Ranker(registry)
+    on_card = set().union(*ranker.card_stems[ranker.keys.index("frontend-dev")].values())
+    assert "analyz" not in on_card and "react" in on_card
+
+
+# -- the domain lexicon -----------------------------------------------------------------------
+
+def test_the_lexicon_names_a_concept_that_no_card_word_matches(registry):
+    text = "the dashboard feels laggy"
+    assert "laggy" not in ranker_for(registry).surface  # on no card
+    bare = Ranker(registry, lexicon=Lexicon({})).rank(text)
+    assert bare.agents[0] == "infra-engineer"  # only "dashboard" counts: monitoring dashboards
+    ranking = rank(text, registry)
+    assert ranking.agents[0] == "performance-analyzer"
+    assert "laggy~performance" in ranking.informative  # the word, and the concept it names
+    assert "laggy~performance" in ranking.get("performance-analyzer").words
+
+
+def test_the_longest_phrase_wins_and_a_request_names_a_concept_once():
+    lexicon = default_lexicon()
+    compiled = lexicon.compile()
+    # "crash course" is a tutorial, not a crash; "react native" is mobile, not also frontend
+    assert lexicon.find(tokens("Write a crash course for our SDK"), compiled) == [
+        ("~tutorials", "crash course")]
+    assert ("~implementation", "crashes") in lexicon.find(tokens("it crashes on start"), compiled)
+    assert lexicon.find(tokens("a React Native screen"), compiled) == [("~mobile", "react native")]
+    text = tokens("slow pages, sluggish search and high latency")
+    assert [c for c, _ in lexicon.find(text, compiled)].count("~performance") == 1
+    assert [c for c, _ in lexicon.find(text, compiled, every=True)].count("~performance") == 3
+
+
+def test_the_lexicon_matches_words_without_their_plural_ending():
+    assert [plain(w) for w in ("queries", "tests", "indexes", "status", "class", "analysis")] == [
+        "query", "test", "indexe", "status", "class", "analysis"]
+    # Snowball would make "accessibility" and "access" (or "responsive" and "responses") one
+    assert plain("accessibility") != plain("access") and plain("responsive") != plain("responses")
+    compiled = default_lexicon().compile()
+    assert default_lexicon().find(tokens("Vulnerabilities in the End-to-end tests"), compiled) == [
+        ("~security", "vulnerabilities"), ("~end-to-end-testing", "end to end"), ("~testing", "tests")]
+
+
+def test_a_lexicon_file_that_is_not_concept_to_words_is_one_error(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("gardening: [weeds, pruning shears]\n")
+    assert Lexicon.load(good).concepts == {"gardening": ("weeds", "pruning shears")}
+    for text in ("- a list\n", "gardening: weeds\n", "gardening: [1, 2]\n", "a: [b\n"):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match="bad.yaml: "):
+            Lexicon.load(bad)
+
+
+def test_the_packaged_lexicon_is_well_formed():
+    lexicon = default_lexicon()
+    assert len(lexicon.concepts) >= 20
+    for concept, terms in lexicon.concepts.items():
+        assert terms and all(tokens(t) for t in terms), concept
+        assert len(set(terms)) == len(terms), concept  # no word twice under one concept
 
 
 def test_every_bundled_agent_has_5_to_10_routing_examples(registry):
@@ -147,6 +228,23 @@ def test_a_strong_trigger_decides_and_weak_ones_do_not(registry):
     assert weak.decision == "only weak triggers (plan); best card"
 
 
+def test_a_strong_trigger_is_overruled_by_a_card_that_scores_far_higher(registry):
+    route = route_text("the build is red, find out which tests broke and why", registry)
+    assert [m.rule for m in route.trace if m.agent == "researcher"] == ["find out"]
+    assert route.stage == "ranker" and route.candidates == ["tester"]
+    assert route.decision.startswith("a strong trigger names researcher (keyword 'find out'), "
+                                     "but the card of tester scores ")
+    assert "researcher" in route.top(3)
+
+
+def test_a_weak_trigger_breaks_a_near_tie():
+    route = route_text("review the payment code",
+                       load_registry(Path(__file__).parent / "data" / "node-bundle"))
+    assert route.candidates == ["analysis/code-review/code-analyzer"]
+    assert route.stage == "triggers" and route.decision.endswith("the trigger breaks the near tie")
+    assert route.ranking.agents[0] == "reviewer"  # the best card, by less than 20%
+
+
 def test_several_strong_triggers_go_to_the_ranker(registry):
     route = route_text("please review this PR for an XSS", registry)
     assert {m.agent for m in route.trace} == {"reviewer", "security-auditor"}
@@ -161,6 +259,7 @@ def test_explain_prints_stage_top_three_scores_and_words(registry):
     assert lines[0] == "researcher  (stage: ranker: no trigger matched; best card)"
     assert len(lines) == 4 and lines[1].lstrip().startswith("1. researcher")
     assert "compare" in lines[1]
+    assert "redis~database" in text  # a request's word, and the lexicon's concept it names
 
 
 def test_no_informative_words_is_a_route_to_nobody_with_the_closest_agents(registry):
@@ -185,7 +284,7 @@ def test_top_k_fills_up_from_the_ranker(registry):
 # -- the evaluation set -----------------------------------------------------------------------
 
 def test_the_evaluation_set_covers_every_bundled_agent(registry):
-    tuning, heldout = _half("tune", "tune-v1-heldout"), _half("heldout")
+    tuning, heldout = _tuning(), _half("heldout")
     assert len(tuning) + len(heldout) >= 150
     ids = {a.id for a in registry}
     for rows in (tuning, heldout):
@@ -199,7 +298,7 @@ def test_accuracy_on_the_held_out_half(registry):
 
 
 def test_accuracy_on_the_tuning_half(registry):
-    top1, top3 = _accuracy(_half("tune", "tune-v1-heldout"), registry)
+    top1, top3 = _accuracy(_tuning(), registry)
     assert top1 >= TUNING_TOP1 and top3 >= TUNING_TOP3, (top1, top3)
 
 
