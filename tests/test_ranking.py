@@ -35,8 +35,8 @@ DATA = Path(__file__).parent / "data" / "routing"
 #: What the router reaches on the held-out half (measured as aggregates only, never tuned on;
 #: see tests/data/routing/README.md and docs/PLANNING.md). The issue's targets are 0.90 and
 #: 0.97: missed, and these floors only guard against it getting worse.
-HELDOUT_TOP1, HELDOUT_TOP3 = 0.78, 0.94
-TUNING_TOP1, TUNING_TOP3 = 0.92, 0.98
+HELDOUT_TOP1, HELDOUT_TOP3 = 0.79, 0.95
+TUNING_TOP1, TUNING_TOP3 = 0.89, 0.98
 
 #: The requests quoted in issue 17, which found nothing or the wrong agent before the ranker.
 ISSUE_REQUESTS = [
