@@ -128,13 +128,37 @@ def open_notebook(page: Any, url: str, token: str, root: Path, name: str,
     run_first_cell(page)
 
 
+def dismiss_dialogs(page: Any) -> list[str]:
+    """Answer JupyterLab dialogs that would take the clicks with their default button (on a
+    loaded machine the notebook can open before the kernel specs are known, and JupyterLab
+    asks for a kernel: the default is the notebook's own); returns their text (printed, so a
+    run says what it answered)."""
+    seen = []
+    for _ in range(5):
+        dialog = page.locator(".jp-Dialog")
+        if not dialog.count():
+            break
+        text = " ".join(dialog.first.inner_text().split())
+        seen.append(text)
+        print(f"lab_harness: answered a JupyterLab dialog: {text[:200]}", file=sys.stderr)
+        accept = dialog.first.locator(".jp-Dialog-button.jp-mod-accept")
+        if accept.count():
+            accept.first.click()
+        else:
+            page.keyboard.press("Escape")
+        page.wait_for_timeout(300)
+    return seen
+
+
 def run_first_cell(page: Any) -> None:
     """Run the first cell with the toolbar button; a click right after the kernel connects
     can be lost, so retry until the prompt shows the cell running or run."""
     for _ in range(6):
-        page.locator(".jp-Cell").first.click()
-        page.locator("[data-command='notebook:run-cell-and-select-next']").first.click()
+        dismiss_dialogs(page)
         try:
+            page.locator(".jp-Cell").first.click(timeout=10_000)
+            page.locator("[data-command='notebook:run-cell-and-select-next']").first.click(
+                timeout=10_000)
             page.wait_for_function(
                 "() => /\\[(\\*|\\d+)\\]/.test("
                 "document.querySelector('.jp-Cell .jp-InputPrompt').textContent)", timeout=10_000)
