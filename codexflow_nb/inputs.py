@@ -30,27 +30,15 @@ def _limit_text(max_bytes: int) -> str:
 
 def read_bounded(path: str | os.PathLike[str], max_bytes: int, what: str = "file") -> bytes:
     """The bytes of ``path`` (``-``: standard input), at most ``max_bytes``; a ConfigError for a
-    missing file, a special file (FIFO, device, socket), a folder or a file over the limit."""
+    missing file, a special file (FIFO, device, socket), a folder, a file that cannot be read
+    (``PATH: cannot read the WHAT: Permission denied``) or a file over the limit."""
     source = "<stdin>" if str(path) == "-" else str(path)
     if str(path) == "-":
         raw = sys.stdin.buffer.read(max_bytes + 1)
     else:
-        try:
-            # O_NONBLOCK: opening a FIFO must not wait for a writer
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        except FileNotFoundError:
-            raise ConfigError(f"{source}: {what} not found") from None
-        except IsADirectoryError:
-            raise ConfigError(f"{source}: a folder, not a {what}") from None
-        except OSError as exc:
-            raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+        fd = _open_regular(path, source, what)
         try:
             st = os.fstat(fd)
-            if stat.S_ISDIR(st.st_mode):
-                raise ConfigError(f"{source}: a folder, not a {what}")
-            if not stat.S_ISREG(st.st_mode):
-                raise ConfigError(f"{source}: not a regular file (a FIFO, device or socket "
-                                  f"cannot be a {what})")
             if st.st_size > max_bytes:
                 raise ConfigError(f"{source}: {what} is {st.st_size / MIB:.1f} MiB, larger than "
                                   f"the {_limit_text(max_bytes)} limit")
@@ -63,12 +51,51 @@ def read_bounded(path: str | os.PathLike[str], max_bytes: int, what: str = "file
                 left -= len(chunk)
             raw = b"".join(chunks)
         except OSError as exc:
-            raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+            raise ConfigError(f"{source}: cannot read the {what}: {exc.strerror or exc}") from None
         finally:
             os.close(fd)
     if len(raw) > max_bytes:
         raise ConfigError(f"{source}: {what} larger than the {_limit_text(max_bytes)} limit")
     return raw
+
+
+def check_readable(path: str | os.PathLike[str], what: str = "file") -> None:
+    """What :func:`read_bounded` checks before reading, for a file read some other way (an
+    event log handed to pyarrow, with no size limit): it exists, is a regular file (not a
+    folder, FIFO, device or socket) and can be opened for reading; a ConfigError line
+    otherwise. The file is opened without blocking (a FIFO never waits) and closed again."""
+    os.close(_open_regular(path, str(path), what))
+
+
+def _open_regular(path: str | os.PathLike[str], source: str, what: str) -> int:
+    """A read-only descriptor of the regular file ``path`` (the caller closes it)."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: {what} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{source}: a folder, not {_a(what)}") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read the {what}: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigError(f"{source}: a folder, not {_a(what)}")
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{source}: not a regular file (a FIFO, device or socket "
+                              f"cannot be {_a(what)})")
+    except OSError as exc:
+        os.close(fd)
+        raise ConfigError(f"{source}: cannot read the {what}: {exc.strerror or exc}") from None
+    except ConfigError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _a(what: str) -> str:
+    return f"{'an' if what[:1] in 'aeiou' else 'a'} {what}"
 
 
 def read_text(path: str | os.PathLike[str], max_bytes: int, what: str = "file") -> str:

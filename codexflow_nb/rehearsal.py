@@ -32,6 +32,10 @@ blocks of their own, which are skipped):
     wait this long before answering each model request.
 ``@usage: INPUT CACHED OUTPUT REASONING``
     usage reported on each response (default ``100 10 20 5``).
+``@cache_write: FIVE_MINUTE [ONE_HOUR]``
+    Claude: input tokens written to the prompt cache on each response, by lifetime (default
+    none), reported as Anthropic does: ``cache_creation_input_tokens`` (their sum) and
+    ``cache_creation: {ephemeral_5m_input_tokens, ephemeral_1h_input_tokens}``.
 ``@chunks: N``
     stream the final text in N deltas.
 
@@ -67,7 +71,7 @@ TEST_KEY_VAR = "CODEXFLOW_TEST_KEY"
 CHUNK_DELAY = 0.05  # seconds between streamed deltas, so that streaming can be observed
 
 _DIRECTIVE = re.compile(
-    r"^[ \t]*@(shell|write|say|fail|sleep|usage|chunks):[ \t]?(.*)$", re.M)
+    r"^[ \t]*@(shell|write|say|fail|sleep|usage|cache_write|chunks):[ \t]?(.*)$", re.M)
 _WRAPPER = re.compile(r"\s*<([A-Za-z_-]+)>.*</\1>\s*", re.S)
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
@@ -84,6 +88,7 @@ class Script:
     fail: str | None = None
     sleep: float = 0.0
     usage: tuple[int, int, int, int] = DEFAULT_USAGE
+    cache_write: tuple[int, int] = (0, 0)  # 5-minute, 1-hour
     chunks: int = 1
 
     @property
@@ -115,6 +120,10 @@ def parse_script(texts: list[str]) -> Script:
             numbers = [int(n) for n in value.split()][:4]
             inp, cached, out, reasoning = numbers + list(DEFAULT_USAGE[len(numbers):])
             script.usage = (inp, cached, out, reasoning)
+        elif name == "cache_write":
+            numbers = [int(n) for n in value.split()][:2]
+            five, hour = numbers + [0] * (2 - len(numbers))
+            script.cache_write = (five, hour)
         elif name == "chunks":
             script.chunks = max(1, int(value))
     return script
@@ -448,9 +457,9 @@ class ResponsesServer(_ScriptedServer):
 class MessagesServer(_ScriptedServer):
     """Anthropic Messages API (``POST /v1/messages``, SSE) for Claude Code.
 
-    Usage maps to ``input_tokens`` = INPUT, ``cache_read_input_tokens`` = CACHED (in
-    ``message_start``) and ``output_tokens`` = OUTPUT (in ``message_delta``); REASONING is not
-    reported. ``@fail`` answers HTTP ``fail_status`` (500 by default; Claude Code retries 5xx
+    Usage maps to ``input_tokens`` = INPUT, ``cache_read_input_tokens`` = CACHED, the
+    ``@cache_write`` tokens (in ``message_start``) and ``output_tokens`` = OUTPUT (in
+    ``message_delta``); REASONING is not reported. ``@fail`` answers HTTP ``fail_status`` (500 by default; Claude Code retries 5xx
     unless ``CLAUDE_CODE_MAX_RETRIES=0``, and never retries 400)."""
 
     MODEL_PATH = "/v1/messages"
@@ -509,8 +518,8 @@ class MessagesServer(_ScriptedServer):
             "id": _id("msg"), "type": "message", "role": "assistant",
             "model": doc.get("model", "claude-test"), "content": [], "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": inp, "cache_creation_input_tokens": 0,
-                      "cache_read_input_tokens": cached, "output_tokens": 1}}})
+            "usage": {"input_tokens": inp, "cache_read_input_tokens": cached,
+                      **_cache_writes(script), "output_tokens": 1}}})
         if done < len(script.steps):
             name, tool_input = self.tool_use(doc, *script.steps[done])
             yield _sse("content_block_start", {
@@ -550,9 +559,17 @@ class MessagesServer(_ScriptedServer):
         return {"id": _id("msg"), "type": "message", "role": "assistant",
                 "model": doc.get("model", "claude-test"), "content": content,
                 "stop_reason": stop, "stop_sequence": None,
-                "usage": {"input_tokens": inp, "cache_creation_input_tokens": 0,
-                          "cache_read_input_tokens": cached, "output_tokens": out}}
+                "usage": {"input_tokens": inp, "cache_read_input_tokens": cached,
+                          **_cache_writes(script), "output_tokens": out}}
 
+
+
+def _cache_writes(script: Script) -> dict[str, Any]:
+    """The prompt-cache writes of one Messages API response, as Anthropic reports them."""
+    five, hour = script.cache_write
+    return {"cache_creation_input_tokens": five + hour,
+            "cache_creation": {"ephemeral_5m_input_tokens": five,
+                               "ephemeral_1h_input_tokens": hour}}
 
 
 # -- finding and configuring the CLIs ---------------------------------------------------------

@@ -89,10 +89,91 @@ def test_claude_stream_to_steps_and_error_results() -> None:
     assert steps[0] == {**steps[0], "stepType": "command", "command": "false", "exitCode": 3,
                         "status": "failed"}
     assert steps[1]["stepType"] == "file_change" and steps[1]["files"] == ["/w/a.py"]
-    assert turn.usage == {"tokensIn": 13, "tokensOut": 2, "cachedTokensIn": 7}
+    # no cache_creation split in this stream: writes counted, no 1-hour share claimed
+    assert turn.usage == {"tokensIn": 13, "tokensOut": 2, "cachedTokensIn": 7,
+                          "cacheWriteTokensIn": 1}
     bad, _, _ = feed(ClaudeAdapter(), [{"type": "result", "subtype": "success", "is_error": True,
                                         "result": "API Error: 500 boom"}])
     assert bad.error == "API Error: 500 boom"
+
+
+# What Claude Code 2.1.197 printed (stream-json, --verbose) for a two-request task against the
+# scripted Messages server answering each request with input 1000, cache reads 200, cache
+# writes 150 (5 minutes) + 50 (1 hour) and output 300 (ids, uuids and some keys trimmed). Each
+# assistant line carries its request's usage as of message_start (output_tokens 1: the
+# output comes later, in message_delta); the result line sums the requests, the split by
+# lifetime included, and Claude Code's own total_cost_usd prices the writes 1.25x / 2x input.
+_WRITES = {"input_tokens": 1000, "cache_read_input_tokens": 200,
+           "cache_creation_input_tokens": 200,
+           "cache_creation": {"ephemeral_5m_input_tokens": 150, "ephemeral_1h_input_tokens": 50},
+           "output_tokens": 1}
+CLAUDE_STREAM_WITH_CACHE_WRITES = [
+    {"type": "system", "subtype": "init", "session_id": "b6e9", "model": "claude-sonnet-4-5"},
+    {"type": "assistant", "message": {
+        "id": "msg_75c3", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+        "content": [{"type": "tool_use", "id": "toolu_7786", "name": "Bash",
+                     "input": {"command": "echo hi", "description": "Run echo hi"}}],
+        "stop_reason": None, "usage": _WRITES}, "session_id": "b6e9"},
+    {"type": "user", "message": {"role": "user", "content": [
+        {"tool_use_id": "toolu_7786", "type": "tool_result", "content": "hi", "is_error": False}]},
+     "session_id": "b6e9", "tool_use_result": {"stdout": "hi", "stderr": ""}},
+    {"type": "assistant", "message": {
+        "id": "msg_1fdd", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": "done"}], "stop_reason": None, "usage": _WRITES},
+     "session_id": "b6e9"},
+    {"type": "result", "subtype": "success", "is_error": False, "num_turns": 2,
+     "result": "done", "stop_reason": "end_turn", "session_id": "b6e9",
+     "total_cost_usd": 0.016845,
+     "usage": {"input_tokens": 2000, "cache_creation_input_tokens": 400,
+               "cache_read_input_tokens": 400, "output_tokens": 600,
+               "server_tool_use": {"web_search_requests": 0, "web_fetch_requests": 0},
+               "service_tier": "standard",
+               "cache_creation": {"ephemeral_1h_input_tokens": 100,
+                                  "ephemeral_5m_input_tokens": 300},
+               "inference_geo": "", "iterations": [], "speed": "standard"},
+     "modelUsage": {"claude-sonnet-4-5": {
+         "inputTokens": 2000, "outputTokens": 600, "cacheReadInputTokens": 400,
+         "cacheCreationInputTokens": 400, "costUSD": 0.016845}}},
+]
+
+
+def test_claude_usage_splits_cache_reads_and_writes_from_a_real_stream() -> None:
+    turn, _, steps = feed(ClaudeAdapter(), CLAUDE_STREAM_WITH_CACHE_WRITES)
+    assert turn.finished and turn.error is None and [s["stepType"] for s in steps] == ["command"]
+    # tokensIn: every input token, as for Codex (input + cache reads + cache writes); the
+    # reads and the writes are parts of it, the 1-hour writes a part of the writes
+    assert turn.usage == {"tokensIn": 2800, "tokensOut": 600, "cachedTokensIn": 400,
+                          "cacheWriteTokensIn": 400, "cacheWrite1hTokensIn": 100}
+    # the assistant lines' usage is not summed into it (the result's is the run's)
+    only_messages, _, _ = feed(ClaudeAdapter(), CLAUDE_STREAM_WITH_CACHE_WRITES[:-1])
+    assert only_messages.usage is None
+    # priced with the shipped table this is what Claude Code itself reported
+    from codexflow_nb.analysis import load_pricing
+
+    price = load_pricing().lookup(turn.model)
+    u = turn.usage
+    cost = price.cost(u["tokensIn"], u["tokensOut"], u["cachedTokensIn"],
+                      u["cacheWriteTokensIn"], u["cacheWrite1hTokensIn"])
+    assert cost == pytest.approx(CLAUDE_STREAM_WITH_CACHE_WRITES[-1]["total_cost_usd"], rel=1e-12)
+
+
+@pytest.mark.parametrize("usage, expected", [
+    # only the split: the writes are its sum
+    ({"input_tokens": 10, "cache_creation": {"ephemeral_5m_input_tokens": 3,
+                                             "ephemeral_1h_input_tokens": 4}},
+     {"tokensIn": 17, "tokensOut": 0, "cachedTokensIn": 0, "cacheWriteTokensIn": 7,
+      "cacheWrite1hTokensIn": 4}),
+    # a 1-hour share larger than the writes is cut to them; junk counts are 0
+    ({"input_tokens": "x", "output_tokens": True, "cache_creation_input_tokens": 5,
+      "cache_creation": {"ephemeral_1h_input_tokens": 9}},
+     {"tokensIn": 5, "tokensOut": 0, "cachedTokensIn": 0, "cacheWriteTokensIn": 5,
+      "cacheWrite1hTokensIn": 5}),
+    (None, {"tokensIn": 0, "tokensOut": 0, "cachedTokensIn": 0, "cacheWriteTokensIn": 0}),
+])
+def test_claude_usage_edge_cases(usage, expected) -> None:
+    from codexflow_nb.runtimes.adapters import claude_usage
+
+    assert claude_usage(usage) == expected
 
 
 def test_diff_summary_counts_binary_and_statuses() -> None:

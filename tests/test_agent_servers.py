@@ -165,6 +165,12 @@ def test_parse_script_reads_directives_from_the_last_prompt_with_any():
     assert plain.steps == [] and plain.fail is None
 
 
+def test_parse_script_reads_cache_writes_by_lifetime():
+    assert parse_script(["Task.\n@cache_write: 150 50"]).cache_write == (150, 50)
+    assert parse_script(["Task.\n@cache_write: 7"]).cache_write == (7, 0)
+    assert parse_script(["Task."]).cache_write == (0, 0)
+
+
 def test_split_chunks():
     assert split_chunks("abcdefghij", 3) == ["abcd", "efg", "hij"]
     assert split_chunks("ab", 5) == ["a", "b"]

@@ -310,7 +310,7 @@ def test_pricing_lookup_and_user_file(tmp_path, monkeypatch):
         load_pricing(user)
     assert any("rocket-1.input: expected a number >= 0" in p for p in exc.value.problems)
     assert any("rocket-1.output" in p for p in exc.value.problems)
-    with pytest.raises(ConfigError, match="cannot read the pricing file"):
+    with pytest.raises(ConfigError, match="missing.yaml: pricing file not found"):
         load_pricing(tmp_path / "missing.yaml")
 
 
@@ -562,3 +562,66 @@ def test_plan_keys_match_engine(status_run):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_events(status_run[0] / "events.jsonl")  # a clean log loads without warnings
+
+
+def _load_in_a_child(cwd, target: str, prefix: list[str] | None = None) -> str:
+    """``load_events(target)`` in a fresh interpreter (a hang fails instead of stalling the
+    run; ``prefix`` runs it without read rights): the ConfigError's message."""
+    import os
+    from pathlib import Path
+
+    code = ("from codexflow_nb import ConfigError\nfrom codexflow_nb.analysis import load_events\n"
+            f"try:\n    load_events({target!r})\nexcept ConfigError as exc:\n"
+            "    print(repr(str(exc)))\nelse:\n    print(repr('no error'))\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.run([*(prefix or []), sys.executable, "-c", code], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    return eval(proc.stdout.strip())
+
+
+@pytest.mark.parametrize("target, problem", [
+    ("pipe", "pipe: not a regular file (a FIFO, device or socket cannot be an event log)"),
+    ("/dev/zero", "/dev/zero: not a regular file"),
+    ("logs", "logs/pipe.jsonl: not a regular file"),  # a FIFO among a folder's logs
+])
+def test_load_events_refuses_special_files_in_one_line(tmp_path, target, problem):
+    import os
+
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "a.jsonl").write_text("")
+    os.mkfifo(tmp_path / "logs" / "pipe.jsonl")
+    line = _load_in_a_child(tmp_path, target)
+    assert "\n" not in line and problem in line, line
+
+
+def test_load_events_names_an_unreadable_log_or_folder(status_run, tmp_path):
+    """Python API users get the ConfigError line the CLI prints, not a bare PermissionError."""
+    import os
+    from pathlib import Path
+
+    if os.geteuid() != 0:
+        prefix = []
+    elif Path("/usr/bin/setpriv").exists() and subprocess.run(
+            ["/usr/bin/setpriv", "--bounding-set=-dac_override,-dac_read_search", "true"],
+            capture_output=True).returncode == 0:
+        prefix = ["/usr/bin/setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    else:
+        pytest.skip("running as root without setpriv: every file is readable")
+    base, _ = status_run
+    secret = tmp_path / "secret.jsonl"
+    secret.write_bytes((base / "events.jsonl").read_bytes())
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "events.jsonl").write_bytes(secret.read_bytes())
+    for path in (secret, locked):
+        path.chmod(0)
+    try:
+        assert _load_in_a_child(tmp_path, "secret.jsonl", prefix) == (
+            "secret.jsonl: cannot read the event log: Permission denied")
+        assert _load_in_a_child(tmp_path, "locked", prefix) == (
+            "locked: cannot read the folder: Permission denied")
+    finally:
+        for path in (secret, locked):
+            path.chmod(0o700)

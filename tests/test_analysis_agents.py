@@ -33,6 +33,7 @@ from codexflow_nb.analysis import (
     load_events,
     load_pricing,
     reprice,
+    run_summary,
     steps_frame,
     tasks_frame,
 )
@@ -51,8 +52,10 @@ CODEX_TASKS = {
                "@shell: printf '\\x00\\x01\\x02' > blob.bin\n@shell: ls missing-file\n"
                "@usage: 1000 200 300 50\n@say: Edited"],
 }
+# per model request also 150 tokens written to the prompt cache for 5 minutes, 50 for 1 hour
 CLAUDE_TASKS = {"claude-coder": ["Write.\n@shell: echo hello > hello.txt\n"
-                                 "@usage: 1000 200 300 50\n@say: Wrote hello.txt"]}
+                                 "@usage: 1000 200 300 50\n@cache_write: 150 50\n"
+                                 "@say: Wrote hello.txt"]}
 CLAUDE_ALIASES = {"claude-coder": {"id": "coder"}}
 
 
@@ -130,10 +133,14 @@ def raw_of(agent_log, key: str, kind: str) -> list[dict]:
     return [e for e in agent_log["raw"] if e.get("key") == key and e["kind"] == kind]
 
 
-def expected_cost(model: str, tin: int, cached: int, tout: int) -> float:
+def expected_cost(model: str, tin: int, cached: int, tout: int, written: int = 0,
+                  written_1h: int = 0) -> float:
     price = load_pricing().lookup(model)
     assert price is not None and price.cached_input is not None, model
-    return ((tin - cached) * price.input + cached * price.cached_input + tout * price.output) / 1000
+    write = (written - written_1h) * (price.cache_write or 0) + written_1h * (
+        price.cache_write_1h or 0)
+    return ((tin - cached - written) * price.input + cached * price.cached_input + write
+            + tout * price.output) / 1000
 
 
 @pytest.mark.agent_cli
@@ -152,12 +159,15 @@ def test_real_runs_finished_as_scripted(agent_log):
 def test_events_frame_reads_agent_fields_like_the_json(agent_log, agent_events):
     ev, raw = agent_events, agent_log["raw"]
     assert list(ev.columns) == [*COLUMNS, "seq"] and len(ev) == len(raw)
-    for col in ("cached_tokens_in", "reasoning_tokens", "steps", "warnings", "exit_code",
-                "files_changed", "insertions", "deletions"):
+    for col in ("cached_tokens_in", "cache_write_tokens_in", "cache_write_1h_tokens_in",
+                "reasoning_tokens", "steps", "warnings", "exit_code", "files_changed",
+                "insertions", "deletions"):
         assert str(ev[col].dtype) == "Int64", col
     for row, r in zip(ev.itertuples(), raw, strict=True):
         usage, changes = r.get("usage") or {}, r.get("changes")
         pairs = [(row.cached_tokens_in, usage.get("cachedTokensIn")),
+                 (row.cache_write_tokens_in, usage.get("cacheWriteTokensIn")),
+                 (row.cache_write_1h_tokens_in, usage.get("cacheWrite1hTokensIn")),
                  (row.reasoning_tokens, usage.get("reasoningTokens")),
                  (row.agent_cli, r.get("agentCli")), (row.steps, r.get("steps")),
                  (row.step_type, r.get("stepType")), (row.command, r.get("command")),
@@ -202,11 +212,19 @@ def test_tasks_frame_claude_task_in_the_same_log(agent_log, agent_tasks):
     need_claude(agent_log)
     t = agent_tasks
     claude = t.loc["claude-coder-1"]
-    # Claude Code: tokensIn is input + cache reads (+ cache writes); 2 model requests
-    assert (claude["tokens_in"], claude["cached_tokens_in"], claude["tokens_out"]) == (2400, 400, 600)
+    # Claude Code: tokensIn is input + cache reads + cache writes; 2 model requests, each with
+    # 1000 input, 200 reads, 150 + 50 writes (5 minutes + 1 hour), 300 output
+    assert (claude["tokens_in"], claude["cached_tokens_in"], claude["cache_write_tokens_in"],
+            claude["cache_write_1h_tokens_in"], claude["tokens_out"]) == (2800, 400, 400, 100, 600)
     assert pd.isna(claude["reasoning_tokens"]) and claude["model"] == CLAUDE_MODEL
-    assert claude["cost"] == pytest.approx(expected_cost(CLAUDE_MODEL, 2400, 400, 600), rel=1e-12)
-    assert claude["cost"] == pytest.approx((2000 * 3 + 400 * 0.3 + 600 * 15) / 1e6)
+    assert claude["cost"] == pytest.approx(
+        expected_cost(CLAUDE_MODEL, 2800, 400, 600, written=400, written_1h=100), rel=1e-12)
+    # $3 input, $0.30 cache reads, $3.75 5-minute and $6 1-hour writes, $15 output per 1M:
+    # what Claude Code 2.1.197 itself reports as total_cost_usd for this usage
+    assert claude["cost"] == pytest.approx(
+        (2000 * 3 + 400 * 0.3 + 300 * 3.75 + 100 * 6 + 600 * 15) / 1e6, rel=1e-12)
+    assert claude["cost"] == pytest.approx(0.016845, rel=1e-12)
+    assert claude["cache_write_cost"] == pytest.approx((300 * 3.75 + 100 * 6) / 1e6, rel=1e-12)
     assert str(claude["agent_cli"]).startswith("claude-code ")
     assert (claude["files_changed"], claude["insertions"], claude["deletions"]) == (1, 1, 0)
 
@@ -304,16 +322,26 @@ def test_report_shows_tokens_cached_and_cost_per_alias(agent_log, capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     header = next(line.split() for line in lines if line.startswith("alias "))
-    assert header[-11:] == ["tokens", "in", "cached", "in", "tokens", "out", "cost", "$", "files",
-                            "+lines", "-lines"]
     table = {line.split()[0]: line.split() for line in lines
              if line.startswith(("coder ", "tester ", "claude-coder ", "reviewer "))}
-    assert table["tester"][11:] == ["5000", "1000", "1500", "0.0201", "3", "2", "2"]
-    assert table["coder"][11:15] == ["200", "20", "40", "0.0006"]  # 0.0006275: the failed task adds none
-    assert table["coder"][15:] == ["1", "1", "0"]
-    if agent_log["claude"] is not None:
-        assert table["claude-coder"][11:] == ["2400", "400", "600", "0.0151", "1", "1", "0"]
-    assert table["reviewer"][12] == "-" and table["reviewer"][15:] == ["-", "-", "-"]
+    if agent_log["claude"] is None:  # no cache writes in the log: no cache-write columns
+        assert header[-11:] == ["tokens", "in", "cached", "in", "tokens", "out", "cost", "$",
+                                "files", "+lines", "-lines"]
+        assert table["tester"][11:] == ["5000", "1000", "1500", "0.0201", "3", "2", "2"]
+        return
+    assert header[-16:] == ["tokens", "in", "cached", "in", "cache", "writes", "tokens", "out",
+                            "cost", "$", "cache", "writes", "$", "files", "+lines", "-lines"]
+    # Codex reports no cache writes: "-" in both cache-write columns
+    assert table["tester"][11:] == ["5000", "1000", "-", "1500", "0.0201", "-", "3", "2", "2"]
+    assert table["coder"][11:17] == ["200", "20", "-", "40", "0.0006", "-"]  # 0.0006275
+    assert table["coder"][17:] == ["1", "1", "0"]
+    assert table["claude-coder"][11:] == ["2800", "400", "400", "600", "0.0168", "0.0017",
+                                          "1", "1", "0"]
+    assert table["reviewer"][12] == "-" and table["reviewer"][17:] == ["-", "-", "-"]
+    # the run lines: only Claude's run paid for cache writes
+    costs = [line.split(" cost ")[1] for line in lines if line.startswith("  retries ")]
+    assert len(costs) == 3 and costs[-1] == "$0.0168 (cache writes $0.0017)"
+    assert not any("cache writes" in c for c in costs[:-1])
     assert "note: no cost" not in out
 
 
@@ -416,6 +444,119 @@ def test_cost_charges_cached_input_at_its_price(tmp_path, prices):
     assert again.loc["a-1", "cost"] == pytest.approx(0.04) and again.loc["a-1", "cost_before"] == a1["cost"]
     assert reprice(t.reset_index(), "rocket", pricing=str(prices)).set_index("key").loc[
         "a-2", "cost"] == pytest.approx(rocket)
+
+
+CACHE_PRICES = ("providers:\n  acme:\n"
+                "    claudish: {input: 0.004, cached_input: 0.0004, cache_write: 0.005,\n"
+                "               cache_write_1h: 0.008, output: 0.02}\n"
+                "    writeless: {input: 0.004, cached_input: 0.0004, output: 0.02}\n"
+                "    fivemin: {input: 0.004, cache_write: 0.005, output: 0.02}\n")
+
+
+def test_cache_writes_are_priced_by_lifetime_through_the_frames(tmp_path):
+    """A Claude-like usage from the log to the cost: reads at cached_input, 5-minute writes at
+    cache_write (1.25x input here), 1-hour writes at cache_write_1h (2x), the rest at input."""
+    prices = write_text(tmp_path / "prices.yaml", CACHE_PRICES)
+    usage = {"tokensIn": 10_000, "tokensOut": 1_000, "cachedTokensIn": 3_000,
+             "cacheWriteTokensIn": 2_000, "cacheWrite1hTokensIn": 500}
+    no_split = {k: v for k, v in usage.items() if k != "cacheWrite1hTokensIn"}
+    log = write(tmp_path / "e.jsonl", [
+        *agent_task("c-1", 0, usage=usage, model="claudish"),
+        *agent_task("c-2", 0, usage=usage, model="writeless"),   # no cache_write: input price
+        *agent_task("c-3", 0, usage=usage, model="fivemin"),     # no 1h price: cache_write
+        *agent_task("c-4", 0, usage=no_split, model="claudish"),  # no split: all 5-minute
+        *agent_task("c-5", 0, usage={"tokensIn": 10_000, "tokensOut": 1_000,
+                                     "cachedTokensIn": 3_000}, model="claudish"),  # Codex-like
+        *agent_task("c-6", 0, usage=usage, model="mystery"),     # unknown model: NaN
+    ])
+    ev = load_events(log)
+    assert ev.attrs["bad_lines"] == []
+    done = ev[ev["kind"] == "task_complete"].set_index("key")
+    assert done.loc["c-1", "cache_write_tokens_in"] == 2_000
+    assert done.loc["c-1", "cache_write_1h_tokens_in"] == 500
+    assert pd.isna(done.loc["c-4", "cache_write_1h_tokens_in"])
+    assert pd.isna(done.loc["c-5", "cache_write_tokens_in"])
+    t = tasks_frame(ev, pricing=str(prices)).set_index("key")
+    assert sorted(t.reset_index().columns) == sorted(TASK_COLUMNS)
+    for col in ("cache_write_tokens_in", "cache_write_1h_tokens_in"):
+        assert str(t[col].dtype) == "Int64", col
+    assert (t.loc["c-1", "tokens_in"], t.loc["c-1", "cached_tokens_in"],
+            t.loc["c-1", "cache_write_tokens_in"], t.loc["c-1", "cache_write_1h_tokens_in"]) == (
+        10_000, 3_000, 2_000, 500)
+    # 5,000 plain input x $4 + 3,000 reads x $0.40 + 1,500 5-minute writes x $5
+    # + 500 1-hour writes x $8 + 1,000 output x $20, per 1M tokens
+    assert t.loc["c-1", "cost"] == pytest.approx(0.0527, rel=1e-12)
+    assert t.loc["c-1", "cost"] == pytest.approx(
+        (5_000 * 4 + 3_000 * 0.4 + 1_500 * 5 + 500 * 8 + 1_000 * 20) / 1e6, rel=1e-12)
+    assert t.loc["c-1", "cache_write_cost"] == pytest.approx((1_500 * 5 + 500 * 8) / 1e6)
+    # without cache_write the writes cost input: as if they were plain input
+    assert t.loc["c-2", "cost"] == pytest.approx(
+        (7_000 * 4 + 3_000 * 0.4 + 1_000 * 20) / 1e6, rel=1e-12)
+    assert t.loc["c-2", "cache_write_cost"] == pytest.approx(2_000 * 4 / 1e6)
+    # without cache_write_1h the 1-hour writes cost cache_write (no cached_input: input)
+    assert t.loc["c-3", "cost"] == pytest.approx(
+        (8_000 * 4 + 2_000 * 5 + 1_000 * 20) / 1e6, rel=1e-12)
+    assert t.loc["c-4", "cost"] == pytest.approx(
+        (5_000 * 4 + 3_000 * 0.4 + 2_000 * 5 + 1_000 * 20) / 1e6, rel=1e-12)
+    # no cache writes reported: as before this change, and no cache-write cost (not 0)
+    assert t.loc["c-5", "cost"] == pytest.approx((7_000 * 4 + 3_000 * 0.4 + 1_000 * 20) / 1e6)
+    assert math.isnan(t.loc["c-5", "cache_write_cost"])
+    assert math.isnan(t.loc["c-6", "cost"]) and math.isnan(t.loc["c-6", "cache_write_cost"])
+    # summaries add the writes and their cost up
+    s = alias_summary(t.reset_index())
+    assert s.loc["c", "cache_write_tokens_in"] == 5 * 2_000
+    assert s.loc["c", "cache_write_cost"] == pytest.approx(
+        t["cache_write_cost"].sum(), abs=1e-8)
+    r = run_summary(tasks_frame(ev, pricing=str(prices)))
+    assert r["cache_write_cost"].iloc[0] == pytest.approx(t["cache_write_cost"].sum(), abs=1e-8)
+    # reprice keeps the writes and their split: the same usage at claudish's prices
+    again = reprice(t.reset_index(), "claudish", pricing=str(prices)).set_index("key")
+    assert again.loc["c-2", "cost"] == pytest.approx(t.loc["c-1", "cost"], rel=1e-12)
+    assert again.loc["c-2", "cache_write_cost"] == pytest.approx(t.loc["c-1", "cache_write_cost"])
+    assert again.loc["c-2", "cost_before"] == t.loc["c-2", "cost"]
+    # the OpenTelemetry spans, written after the run or live, carry the writes and this cost
+    from codexflow_nb.analysis import to_otel
+
+    spans = to_otel(ev, pricing=str(prices))["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    task = next(sp for sp in spans if sp["name"] == "invoke_agent c" and any(
+        a["key"] == "codexflow.task.key" and a["value"]["stringValue"] == "c-1"
+        for a in sp["attributes"]))
+    got = {a["key"]: next(iter(a["value"].values())) for a in task["attributes"]}
+    assert int(got["gen_ai.usage.cache_creation.input_tokens"]) == 2_000
+    assert int(got["llm.token_count.prompt_details.cache_write"]) == 2_000
+    assert got["codexflow.cost_usd"] == pytest.approx(t.loc["c-1", "cost"], rel=1e-12)
+    pytest.importorskip("opentelemetry.proto")
+    from codexflow_nb.analysis import OtlpExporter
+
+    live = OtlpExporter("http://127.0.0.1:9", pricing=str(prices))._record(
+        RUN, {}, {"kind": "task_complete", "taskId": "x", "usage": usage, "model": "claudish"},
+        0, "claude-code")
+    assert live["cost"] == pytest.approx(t.loc["c-1", "cost"], rel=1e-12)
+    assert live["cache_write_tokens_in"] == 2_000
+
+
+def test_report_shows_cache_write_tokens_and_cost(tmp_path, capsys):
+    prices = write_text(tmp_path / "prices.yaml", CACHE_PRICES)
+    usage = {"tokensIn": 10_000, "tokensOut": 1_000, "cachedTokensIn": 3_000,
+             "cacheWriteTokensIn": 2_000, "cacheWrite1hTokensIn": 500}
+    log = write(tmp_path / "e.jsonl", [
+        event("run_started", None, 0, runtime="claude-code", maxConcurrency=None),
+        *agent_task("c-1", 0, usage=usage, model="claudish"),
+        *agent_task("c-2", 0, usage=usage, model="claudish"),
+        event("run_complete", None, 2, ok=True)])
+    assert main(["report", "--log-file", str(log), "--pricing", str(prices)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line.split() for line in lines if line.startswith("alias "))
+    row = next(line.split() for line in lines if line.startswith("c "))
+    named = dict(zip(["tokens in", "cached in", "cache writes", "tokens out", "cost $",
+                      "cache writes $"], row[11:17], strict=True))
+    assert header[header.index("peak") + 1:] == [
+        "tokens", "in", "cached", "in", "cache", "writes", "tokens", "out", "cost", "$", "cache",
+        "writes", "$", "files", "+lines", "-lines"]
+    # two tasks of 0.0527 USD, 0.0115 of each for its cache writes
+    assert named == {"tokens in": "20000", "cached in": "6000", "cache writes": "4000",
+                     "tokens out": "2000", "cost $": "0.1054", "cache writes $": "0.0230"}
+    assert any(line.endswith("cost $0.1054 (cache writes $0.0230)") for line in lines)
 
 
 def test_model_from_the_terminal_event_else_telemetry(tmp_path, prices):

@@ -21,7 +21,8 @@ STATUSES = ["completed", "failed", "timeout", "cancelled", "skipped", "rejected"
 TASK_COLUMNS = ["run", "task_id", "key", "alias", "agent", "phase", "task", "depends_on", "status",
                 "ok", "attempts", "retries", "queued", "started", "finished", "queued_ms",
                 "run_ms", "retry_ms", "backoff_ms", "limit", "tokens_in", "tokens_out",
-                "cached_tokens_in", "reasoning_tokens", "model", "cost", "agent_cli", "steps",
+                "cached_tokens_in", "cache_write_tokens_in", "cache_write_1h_tokens_in",
+                "reasoning_tokens", "model", "cost", "cache_write_cost", "agent_cli", "steps",
                 "warnings", "files_changed", "insertions", "deletions", "workspace",
                 "workspace_path", "branch", "error_type", "error_message", "summary",
                 "start_seq", "end_seq"]
@@ -32,7 +33,8 @@ STEP_COLUMNS = ["run", "alias", "agent", "task_id", "key", "ts", "seq", "step_ty
                 "message"]
 _IDS = ["run", "task_id"]
 #: Usage columns: the terminal event's, else the task's last ``telemetry`` event's.
-_USAGE = ["tokens_in", "tokens_out", "cached_tokens_in", "reasoning_tokens"]
+_USAGE = ["tokens_in", "tokens_out", "cached_tokens_in", "reasoning_tokens",
+          "cache_write_tokens_in", "cache_write_1h_tokens_in"]
 #: Coding-agent columns of the terminal event (``task_workspace`` fills the workspace).
 _AGENT = ["agent_cli", "steps", "warnings", "files_changed", "insertions", "deletions"]
 _WORKSPACE = ["workspace", "workspace_path", "branch"]
@@ -52,7 +54,12 @@ def tasks_frame(events: pd.DataFrame, *, pricing: Pricing | str | None = None,
     ``tokens_in``), ``reasoning_tokens`` (part of ``tokens_out``), ``agent_cli``, ``steps``,
     ``warnings``, the change (``files_changed``, ``insertions``, ``deletions``) and the
     workspace (``workspace`` kind, ``workspace_path``, ``branch``); other tasks leave them empty.
-    ``cost`` charges cached input at the model's ``cached_input`` price when it has one.
+    Claude Code tasks fill ``cache_write_tokens_in`` (the part of ``tokens_in`` written to the
+    prompt cache) and ``cache_write_1h_tokens_in`` (the 1-hour part of those writes).
+    ``cost`` charges cached input at the model's ``cached_input`` price and cache writes at its
+    ``cache_write`` (5 minutes) and ``cache_write_1h`` prices when it lists them (else
+    ``input``); ``cache_write_cost`` is the cache writes' part of ``cost`` (NaN where the usage
+    reported no cache writes). See :meth:`Pricing.breakdown`.
     """
     ev = events[events["task_id"].notna()]
     ev = ev.assign(_k=_task_codes(ev))  # one integer per (run, task_id): fast joins
@@ -91,8 +98,11 @@ def tasks_frame(events: pd.DataFrame, *, pricing: Pricing | str | None = None,
     long = (out["task"].str.len() > text_width).fillna(False).astype(bool)
     out["task"] = out["task"].astype("str").where(~long, out["task"].str.slice(0, text_width - 1) + "…")
     out["model"] = out["model"].astype("category")
-    out["cost"] = as_pricing(pricing).cost(out["model"], out["tokens_in"], out["tokens_out"],
-                                           out["cached_tokens_in"])
+    parts = as_pricing(pricing).breakdown(
+        out["model"], out["tokens_in"], out["tokens_out"], out["cached_tokens_in"],
+        out["cache_write_tokens_in"], out["cache_write_1h_tokens_in"])
+    out["cost"] = parts["cost"]
+    out["cache_write_cost"] = parts["cache_write_cost"]
     for col in ("run", "alias", "agent", "error_type", "agent_cli", "workspace"):
         out[col] = out[col].astype("category")
     for col in ("workspace_path", "branch"):
@@ -310,8 +320,9 @@ def _peaks(tasks: pd.DataFrame, by: str | None) -> pd.Series:
 # -- summaries --------------------------------------------------------------------------------
 def alias_summary(tasks: pd.DataFrame) -> pd.DataFrame:
     """Per alias: task counts by status, success rate, latency of completed tasks (mean, p50,
-    p95, max ms), mean queued ms, retries, tokens (cached input among them), cost, the files
-    and lines coding agents changed, and the busiest concurrency seen."""
+    p95, max ms), mean queued ms, retries, tokens (cache reads and writes among the input),
+    cost (``cache_write_cost``: its cache-write part), the files and lines coding agents
+    changed, and the busiest concurrency seen."""
     tasks = _as_tasks(tasks)
     g = tasks.groupby("alias", observed=True)
     out = pd.DataFrame({"agent": g["agent"].first().astype(str), "limit": g["limit"].max(),
@@ -328,7 +339,9 @@ def alias_summary(tasks: pd.DataFrame) -> pd.DataFrame:
     out["tokens_in"] = g["tokens_in"].sum(min_count=1)
     out["tokens_out"] = g["tokens_out"].sum(min_count=1)
     out["cached_tokens_in"] = g["cached_tokens_in"].sum(min_count=1)
+    out["cache_write_tokens_in"] = g["cache_write_tokens_in"].sum(min_count=1)
     out["cost"] = g["cost"].sum(min_count=1)
+    out["cache_write_cost"] = g["cache_write_cost"].sum(min_count=1)
     for col in ("files_changed", "insertions", "deletions"):
         out[col] = g[col].sum(min_count=1)
     peaks = _peaks(tasks, "alias")
@@ -365,7 +378,7 @@ def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
             frame[col] = frame[col].round(ROUNDING["ms"])
         elif col in _SHARES:
             frame[col] = frame[col].round(ROUNDING["share"])
-        elif col == "cost":
+        elif col == "cost" or col.endswith("_cost"):
             frame[col] = frame[col].round(ROUNDING["cost"])
     return frame
 
@@ -373,7 +386,8 @@ def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
 def run_summary(tasks: pd.DataFrame, events: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per run: makespan, total task time, capacity, parallel efficiency
     (``task_ms / (makespan_ms x cap)``), peak concurrency, retries and backoff, the critical
-    path's length and its retry share of the makespan, tokens and cost.
+    path's length and its retry share of the makespan, tokens and cost (``cache_write_cost``:
+    the part of it paid for prompt-cache writes).
 
     Give the events frame (as ``tasks`` or ``events``) for exact makespans (run_started to
     run_complete, summed over resumed sessions) and the run's ``maxConcurrency``; ``cap`` is the
@@ -416,6 +430,7 @@ def run_summary(tasks: pd.DataFrame, events: pd.DataFrame | None = None) -> pd.D
     out["tokens_in"] = g["tokens_in"].sum(min_count=1)
     out["tokens_out"] = g["tokens_out"].sum(min_count=1)
     out["cost"] = g["cost"].sum(min_count=1)
+    out["cache_write_cost"] = g["cache_write_cost"].sum(min_count=1)
     out.index = out.index.astype(str)
     out.columns.name = None
     return _rounded(out).sort_values("started")

@@ -24,10 +24,15 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from ..errors import ConfigError
+from ..inputs import check_readable
 
 #: Fields read from each line (JSON name, Arrow type). Other fields are ignored.
 USAGE_TYPE = pa.struct([("tokensIn", pa.int64()), ("tokensOut", pa.int64()),
-                        ("cachedTokensIn", pa.int64()), ("reasoningTokens", pa.int64())])
+                        ("cachedTokensIn", pa.int64()), ("reasoningTokens", pa.int64()),
+                        ("cacheWriteTokensIn", pa.int64()), ("cacheWrite1hTokensIn", pa.int64())])
+#: The usage struct's fields as frame columns, in order.
+USAGE_COLUMNS = ("tokens_in", "tokens_out", "cached_tokens_in", "reasoning_tokens",
+                 "cache_write_tokens_in", "cache_write_1h_tokens_in")
 ERROR_TYPE = pa.struct([("type", pa.string()), ("message", pa.string()), ("status", pa.int64())])
 #: Coding-agent runtimes: a task's workspace and the files it changed (terminal events).
 WORKSPACE_TYPE = pa.struct([("kind", pa.string()), ("path", pa.string()), ("branch", pa.string())])
@@ -53,10 +58,11 @@ SCHEMA = pa.schema([
     ("files", pa.list_(pa.string())), ("tool", pa.string()), ("query", pa.string()),
     ("message", pa.string()),
 ])
-#: The fast path reads the coding-agent fields (the usage struct's last two, and the fields
-#: from ``agentCli`` on) in a second pass, only from a file that holds one of these kinds
-#: (agent runtimes always emit ``task_workspace``): the parser pays for every field of the
-#: schema on every line, present or not, about 4% of the parse per field.
+#: The fast path reads the coding-agent fields (the usage struct's fields after the first two:
+#: cache reads, reasoning, cache writes; and the fields from ``agentCli`` on) in a second pass,
+#: only from a file that holds one of these kinds (agent runtimes always emit
+#: ``task_workspace``): the parser pays for every field of the schema on every line, present
+#: or not, about 4% of the parse per field.
 AGENT_KINDS = ("task_workspace", "task_step", "run_warning")
 _FIRST_AGENT = SCHEMA.get_field_index("agentCli")
 _MAIN_SCHEMA = pa.schema([pa.field("usage", pa.struct(list(USAGE_TYPE)[:2])) if f.name == "usage"
@@ -73,7 +79,8 @@ CATEGORIES = ("kind", "run", "alias", "agent", "model", "error_type", "runtime",
               "agent_cli", "workspace", "step_type", "status")
 #: Column order of the frame ``load_events`` returns.
 COLUMNS = ["ts", "kind", "run", "alias", "agent", "task_id", "key", "phase", "attempt", "ok",
-           "ms", "tokens_in", "tokens_out", "cached_tokens_in", "reasoning_tokens", "model",
+           "ms", "tokens_in", "tokens_out", "cached_tokens_in", "reasoning_tokens",
+           "cache_write_tokens_in", "cache_write_1h_tokens_in", "model",
            "error_type", "error_message", "error_status", "delay_ms", "limit", "task",
            "depends_on", "summary", "runtime", "max_concurrency", "cancelled",
            "agent_cli", "steps", "warnings", "workspace", "workspace_path", "branch",
@@ -106,7 +113,11 @@ def load_events(path_or_paths: str | os.PathLike[str] | Iterable[str | os.PathLi
     tables: list[pa.Table] = []
     bad_lines: list[dict[str, Any]] = []
     for path in files:
-        table, bad = _read_file(path)
+        try:
+            table, bad = _read_file(path)
+        except OSError as exc:  # changed since it was checked (removed, permissions), or EIO
+            raise ConfigError(f"{path}: cannot read the event log: "
+                              f"{exc.strerror or exc}") from None
         bad_lines.extend({"file": str(path), "line": n, "reason": why} for n, why in bad)
         if bad:
             _warn_bad(path, bad)
@@ -129,6 +140,8 @@ def load_events(path_or_paths: str | os.PathLike[str] | Iterable[str | os.PathLi
 
 # -- files ---------------------------------------------------------------------------------
 def _files(spec: Any) -> list[Path]:
+    """The log files named (a folder: its ``*.jsonl``), each checked readable and regular
+    before any is read: one ConfigError line per path that is not."""
     items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
     if not items:
         raise ConfigError("load_events: no log file given")
@@ -137,14 +150,24 @@ def _files(spec: Any) -> list[Path]:
     for item in items:
         path = Path(item)
         if path.is_dir():
+            try:
+                os.listdir(path)  # glob() would read an unreadable folder as an empty one
+            except OSError as exc:
+                problems.append(f"{path}: cannot read the folder: {exc.strerror or exc}")
+                continue
             found = sorted(path.glob("*.jsonl"))
             if not found:
                 problems.append(f"{path}: folder holds no *.jsonl event log")
             files.extend(found)
-        elif path.is_file():
+        elif path.exists() or path.is_symlink():
             files.append(path)
         else:
             problems.append(f"{path}: no such event log (run something first, or pass --log-file)")
+    for path in files:
+        try:  # a FIFO or device would hang or never end; an unreadable file: a clear line
+            check_readable(path, "event log")
+        except ConfigError as exc:
+            problems.extend(exc.problems)
     if problems:
         raise ConfigError(problems)
     return files
@@ -389,8 +412,7 @@ def _to_frame(table: pa.Table) -> pd.DataFrame:
     for name in table.column_names:
         col = table.column(name)
         if name == "usage":
-            for i, out in enumerate(("tokens_in", "tokens_out", "cached_tokens_in",
-                                     "reasoning_tokens")):
+            for i, out in enumerate(USAGE_COLUMNS):
                 cols[out] = _field(col, i)
         elif name == "error":
             cols["error_type"] = _field(col, 0)

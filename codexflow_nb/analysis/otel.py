@@ -64,7 +64,7 @@ def to_otel(events: pd.DataFrame, *, pricing: Pricing | str | None = None,
                if _py(m) is not None}
     t = _columns(tasks, ["run", "task_id", "key", "alias", "agent", "status", "model", "phase",
                          "attempts", "tokens_in", "tokens_out", "cached_tokens_in",
-                         "reasoning_tokens", "queued_ms", "depends_on", "cost", "error_type",
+                         "cache_write_tokens_in", "reasoning_tokens", "queued_ms", "depends_on", "cost", "error_type",
                          "error_message", "agent_cli", "steps", "files_changed", "insertions",
                          "deletions"])
     start = _nanos(tasks["started"].fillna(tasks["queued"]).fillna(tasks["finished"]))
@@ -126,6 +126,7 @@ def task_span(rec: Mapping[str, Any]) -> dict[str, Any]:
     run_id, status_name = rec["run"], rec["status"]
     tokens_in, tokens_out = _int(rec.get("tokens_in")), _int(rec.get("tokens_out"))
     cached, reasoning = _int(rec.get("cached_tokens_in")), _int(rec.get("reasoning_tokens"))
+    written = _int(rec.get("cache_write_tokens_in"))
     total = tokens_in + tokens_out if tokens_in is not None and tokens_out is not None else None
     attrs: dict[str, Any] = {
         "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": rec["alias"],
@@ -134,12 +135,14 @@ def task_span(rec: Mapping[str, Any]) -> dict[str, Any]:
         "gen_ai.provider.name": rec.get("provider"),
         "gen_ai.usage.input_tokens": tokens_in, "gen_ai.usage.output_tokens": tokens_out,
         "gen_ai.usage.cache_read.input_tokens": cached,
+        "gen_ai.usage.cache_creation.input_tokens": written,
         "gen_ai.usage.reasoning.output_tokens": reasoning,
         # OpenInference names for Arize Phoenix: it counts tokens and cost on LLM spans only
         "openinference.span.kind": "LLM", "llm.model_name": rec.get("model"),
         "llm.token_count.prompt": tokens_in, "llm.token_count.completion": tokens_out,
         "llm.token_count.total": total,
         "llm.token_count.prompt_details.cache_read": cached,
+        "llm.token_count.prompt_details.cache_write": written,
         "llm.token_count.completion_details.reasoning": reasoning,
         "codexflow.run.id": run_id,
         "codexflow.task.id": rec["task_id"], "codexflow.task.key": rec.get("key"),
@@ -178,13 +181,15 @@ class RunTotals:
     tokens_in: int | None = None
     tokens_out: int | None = None
     cached_tokens_in: int | None = None
+    cache_write_tokens_in: int | None = None
     reasoning_tokens: int | None = None
     cost: float | None = None
 
     def add(self, rec: Mapping[str, Any]) -> None:
         self.tasks += 1
         self.not_done += rec["status"] != "completed"
-        for name in ("tokens_in", "tokens_out", "cached_tokens_in", "reasoning_tokens"):
+        for name in ("tokens_in", "tokens_out", "cached_tokens_in", "cache_write_tokens_in",
+                     "reasoning_tokens"):
             value = _int(rec.get(name))
             if value is not None:
                 setattr(self, name, (getattr(self, name) or 0) + value)
@@ -204,6 +209,7 @@ def run_span(run_id: str, start: int, end: int, totals: RunTotals, *, ok: bool |
              "gen_ai.usage.input_tokens": totals.tokens_in,
              "gen_ai.usage.output_tokens": totals.tokens_out,
              "gen_ai.usage.cache_read.input_tokens": totals.cached_tokens_in,
+             "gen_ai.usage.cache_creation.input_tokens": totals.cache_write_tokens_in,
              "gen_ai.usage.reasoning.output_tokens": totals.reasoning_tokens,
              "codexflow.cost_usd": totals.cost}
     # no llm.token_count.* here: Phoenix adds the task spans' counts to the root's own

@@ -240,8 +240,9 @@ class OtlpExporter:
         model = event.get("model") or task.get("t_model")
         price = self._pricing.lookup(model)
         tokens_in, tokens_out = usage.get("tokensIn"), usage.get("tokensOut")
-        cached = usage.get("cachedTokensIn")
-        cost = (price.cost(tokens_in, tokens_out, cached or 0)
+        cached, written = usage.get("cachedTokensIn"), usage.get("cacheWriteTokensIn")
+        cost = (price.cost(tokens_in, tokens_out, cached or 0, written or 0,
+                           usage.get("cacheWrite1hTokensIn") or 0)
                 if price and tokens_in is not None and tokens_out is not None else None)
         queued, started = task.get("queued"), task.get("started")
         error = event.get("error") or {}
@@ -256,6 +257,7 @@ class OtlpExporter:
             "attempts": event.get("attempt") or (len(task.get("retries") or []) + 1
                                                  if started is not None else None),
             "tokens_in": tokens_in, "tokens_out": tokens_out, "cached_tokens_in": cached,
+            "cache_write_tokens_in": written,
             "reasoning_tokens": usage.get("reasoningTokens"),
             "queued_ms": (started - queued) / 1e6 if queued is not None and started is not None
             else None,

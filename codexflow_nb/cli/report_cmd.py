@@ -222,6 +222,10 @@ def _num(v: Any, fmt: str = "{:.0f}") -> str:
         return "-"
 
 
+def _present(v: Any) -> bool:
+    return _num(v) != "-"
+
+
 def summary_text(runs: pd.DataFrame, aliases: pd.DataFrame) -> str:
     """The terminal report: one block per run, then the per-alias table."""
     lines = []
@@ -236,10 +240,15 @@ def summary_text(runs: pd.DataFrame, aliases: pd.DataFrame) -> str:
                      f"peak {r['peak_concurrency']}")
         lines.append(f"  retries {r['retries']} · backoff {_num(r['backoff_ms'])} ms · retries on "
                      f"the critical path {_num(r['retry_share'], '{:.0%}')} of the makespan · "
-                     f"cost {_num(r['cost'], '${:.4f}')}")
+                     f"cost {_num(r['cost'], '${:.4f}')}"
+                     + (f" (cache writes {_num(r['cache_write_cost'], '${:.4f}')})"
+                        if _present(r.get("cache_write_cost")) else ""))
         lines.append(f"  critical path: {r['critical_path'] if isinstance(r['critical_path'], str) else '-'}")
     # coding-agent runs add cached input tokens and the files and lines their agents changed
     cached = "cached_tokens_in" in aliases and aliases["cached_tokens_in"].notna().any()
+    # Claude Code runs add the tokens written to the prompt cache and what those writes cost
+    written = ("cache_write_tokens_in" in aliases
+               and aliases["cache_write_tokens_in"].notna().any())
     changed = "files_changed" in aliases and aliases["files_changed"].notna().any()
     # failed: every task that ended otherwise than completed or cancelled (as the run's own
     # summary counts them); cancelled tasks have a column of their own when there are any
@@ -247,14 +256,18 @@ def summary_text(runs: pd.DataFrame, aliases: pd.DataFrame) -> str:
     header = ["alias", "agent", "limit", "tasks", "done", "failed",
               *(["cancelled"] if cancelled else []), "ok%", "mean ms", "p95 ms",
               "queued ms", "peak", "tokens in", *(["cached in"] if cached else []),
-              "tokens out", "cost $", *(["files", "+lines", "-lines"] if changed else [])]
+              *(["cache writes"] if written else []), "tokens out", "cost $",
+              *(["cache writes $"] if written else []),
+              *(["files", "+lines", "-lines"] if changed else [])]
     rows = [[str(a), str(s["agent"]), _num(s["limit"]), str(s["tasks"]), str(s["completed"]),
              str(s["tasks"] - s["completed"] - s.get("cancelled", 0)),
              *([str(s["cancelled"])] if cancelled else []), _num(s["success_rate"], "{:.0%}"),
              _num(s["mean_ms"], "{:.1f}"), _num(s["p95_ms"], "{:.1f}"),
              _num(s["mean_queued_ms"], "{:.1f}"), str(s["peak_concurrency"]), _num(s["tokens_in"]),
              *([_num(s["cached_tokens_in"])] if cached else []),
+             *([_num(s["cache_write_tokens_in"])] if written else []),
              _num(s["tokens_out"]), _num(s["cost"], "{:.4f}"),
+             *([_num(s["cache_write_cost"], "{:.4f}")] if written else []),
              *([_num(s[c]) for c in ("files_changed", "insertions", "deletions")] if changed
                else [])]
             for a, s in aliases.iterrows()]
@@ -306,7 +319,9 @@ def html_report(tasks: pd.DataFrame, aliases: pd.DataFrame, runs: pd.DataFrame,
     statuses = [s for s in STATUSES if s == "completed" or runs[s].any()]
     run_cols = ["started", "tasks", *statuses, "sessions", "makespan_ms", "task_ms",
                 "cap", "efficiency", "peak_concurrency", "retries", "backoff_ms",
-                "critical_path", "retry_share", "tokens_in", "tokens_out", "cost"]
+                "critical_path", "retry_share", "tokens_in", "tokens_out", "cost",
+                *(["cache_write_cost"] if "cache_write_cost" in runs
+                  and runs["cache_write_cost"].notna().any() else [])]
     crit_cols = ["run", "step", "key", "alias", "status", "offset_ms", "gap_ms", "queued_ms",
                  "run_ms", "retry_ms"]
 

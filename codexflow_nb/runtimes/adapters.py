@@ -7,11 +7,20 @@ Codex CLI (``codex exec --json``) prints ``thread.started``, ``turn.started``,
 usage or ``turn.failed``. Claude Code (``claude -p --output-format stream-json --verbose``)
 prints a ``system`` line, ``assistant`` and ``user`` messages (text, ``tool_use``,
 ``tool_result``) and a closing ``result`` line.
+
+Usage (``Turn.usage``, the ``usage`` of the task's events) has the same meaning for both:
+``tokensIn`` counts every input token the model took, ``cachedTokensIn`` the part of it read
+from the provider's prompt cache, ``tokensOut`` every output token. Claude Code adds
+``cacheWriteTokensIn``, the part of ``tokensIn`` written to the prompt cache (billed above
+the input price), and ``cacheWrite1hTokensIn``, the part of those writes with the 1-hour
+lifetime (the rest have the default 5 minutes; the key is left out when the stream does not
+split the writes by lifetime).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -232,12 +241,7 @@ class ClaudeAdapter:
                     self._tool_result(block, turn)
         elif kind == "result":
             turn.finished = True
-            usage = event.get("usage") or {}
-            cached = int(usage.get("cache_read_input_tokens") or 0)
-            written = int(usage.get("cache_creation_input_tokens") or 0)
-            turn.usage = {"tokensIn": int(usage.get("input_tokens") or 0) + cached + written,
-                          "tokensOut": int(usage.get("output_tokens") or 0),
-                          "cachedTokensIn": cached}
+            turn.usage = claude_usage(event.get("usage"))
             if isinstance(event.get("result"), str) and event["result"]:
                 turn.final = event["result"]
             if event.get("is_error") or str(event.get("subtype", "success")) != "success":
@@ -265,6 +269,38 @@ class ClaudeAdapter:
         else:
             step.update(stepType="tool")
         turn.step(step, key)
+
+
+def claude_usage(usage: Any) -> dict[str, int]:
+    """Claude Code's ``result`` usage (the run's model requests summed) in the Codex adapter's
+    terms. Anthropic's ``input_tokens`` counts only the input that was neither read from nor
+    written to the prompt cache, so ``tokensIn`` is input + cache reads + cache writes, with
+    the reads as ``cachedTokensIn`` and the writes (``cache_creation_input_tokens``) as
+    ``cacheWriteTokensIn``. Where the stream splits the writes by lifetime
+    (``cache_creation: {ephemeral_5m_input_tokens, ephemeral_1h_input_tokens}``, as Claude
+    Code 2.1 prints), the 1-hour part is ``cacheWrite1hTokensIn`` (at most the writes)."""
+    usage = usage if isinstance(usage, Mapping) else {}
+    split = usage.get("cache_creation")
+    split = split if isinstance(split, Mapping) else None
+    cached = _count(usage.get("cache_read_input_tokens"))
+    if "cache_creation_input_tokens" in usage or split is None:
+        written = _count(usage.get("cache_creation_input_tokens"))
+    else:  # only the split given: the writes are its sum
+        written = (_count(split.get("ephemeral_5m_input_tokens"))
+                   + _count(split.get("ephemeral_1h_input_tokens")))
+    out = {"tokensIn": _count(usage.get("input_tokens")) + cached + written,
+           "tokensOut": _count(usage.get("output_tokens")),
+           "cachedTokensIn": cached, "cacheWriteTokensIn": written}
+    if split is not None:
+        out["cacheWrite1hTokensIn"] = min(_count(split.get("ephemeral_1h_input_tokens")), written)
+    return out
+
+
+def _count(value: Any) -> int:
+    """A token count from the stream: a non-negative int (0 for anything else)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return 0
+    return max(0, int(value))
 
 
 def _exit_code(body: Any, failed: bool) -> int:
