@@ -29,10 +29,34 @@ if ! "$CODEXFLOW_AGENTS_CACHE/node_modules/.bin/codex" --version 2>/dev/null | g
 fi
 export CODEXFLOW_REQUIRE_AGENT_CLIS=1  # a missing CLI fails the agent tests instead of skipping
 
-python -m ruff check codexflow_nb tests bench scripts notebooks
-python -m pytest -q -p no:cacheprovider tests
-python -m pytest -q -p no:cacheprovider --nbval notebooks/ --nbval-sanitize-with notebooks/sanitize.cfg
+# The package compiled once, up front, into its __pycache__ folders (git-ignored): where
+# PYTHONDONTWRITEBYTECODE is set (as on our machines) no process writes them, so each of the
+# hundreds of Python processes the tests start (codex-flow, servers, kernels) compiled the
+# whole package from source again. The variable itself stays as it is: the tests and notebooks
+# see the same environment (07-coding-agents' agents leave no __pycache__ in their worktrees).
+python -m compileall -q -j 0 codexflow_nb tests bench scripts
+
+# Each step says how long it took (the == lines), so a slow CI run shows where the time went.
+step() {
+  local started=$SECONDS
+  "$@"
+  echo "== $(( SECONDS - started )) s: $*"
+}
+
+step python -m ruff check codexflow_nb tests bench scripts notebooks
+# pytest-xdist workers: one more than the cores (3 on CI's 2), since many tests spend their time
+# waiting on the processes, servers and browsers they start. --dist loadgroup with the groups
+# tests/conftest.py sets: each test file is one unit of work (its module fixtures are set up
+# once) and the browser tests are one unit together (one JupyterLab and Chromium at a time);
+# --no-loadscope-reorder keeps the collection order, so the longest units (the browser tests,
+# tests/test_cleanup_locking.py) start first rather than last.
+WORKERS="${CODEXFLOW_TEST_WORKERS:-$(( $(nproc) + 1 ))}"
+step python -m pytest -q -p no:cacheprovider -n "$WORKERS" --dist loadgroup --no-loadscope-reorder \
+  tests
+# each notebook in its own kernel, its cells in order on one worker
+step python -m pytest -q -p no:cacheprovider -n "$WORKERS" --dist loadfile \
+  --nbval notebooks/ --nbval-sanitize-with notebooks/sanitize.cfg
 for bench in bench/[!_]*.py; do  # bench/_*.py are shared helpers, not benchmarks
   echo "== $bench --short"
-  python "$bench" --short
+  step python "$bench" --short
 done

@@ -1,4 +1,5 @@
-"""Shared fixtures: the bundled registry and a clean working folder per test."""
+"""Shared fixtures: the bundled registry and a clean working folder per test; how the tests are
+shared between pytest-xdist workers (``scripts/test.sh`` runs ``-n 3 --dist loadgroup``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,21 @@ from codexflow_nb import load_registry
 from codexflow_nb.registry import BUNDLED_AGENTS, Registry
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup`` each test file is one unit of work, as with ``loadfile``: its
+    module-scoped fixtures (servers, kernels, finished runs) are set up once, on one worker, and
+    its tests keep their order. The browser tests (a JupyterLab and a Chromium each) are one
+    unit together, so two of them never run at once. A test's own ``xdist_group`` mark wins."""
+    if not config.getoption("loadgroup", False):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        group = "browser" if item.get_closest_marker("browser") else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
