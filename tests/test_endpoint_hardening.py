@@ -427,7 +427,8 @@ def test_a_client_that_does_not_read_its_reply_is_dropped(tmp_path: Path) -> Non
         sock.sendall(b"POST /run?stream=1 HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
                      b"\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
         start = time.monotonic()
-        while not pid_file.exists() and time.monotonic() - start < 10:
+        # the file exists from open() on, its pid only once written: wait for the text
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() - start < 10:
             time.sleep(0.05)
         pid = int(pid_file.read_text())
         proc = Path(f"/proc/{pid}/status")
