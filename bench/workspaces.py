@@ -763,7 +763,7 @@ def part_overhead(repo: Path, scratch: Path, outside: Path, fake: Path, reps: in
                        "total ms", "x bare", "beyond bare ms", "CPU ms", "beyond bare CPU ms"]))
     print("\nEach runtime row against the bare row above it; the bare worktree row runs the agent "
           "in a bare `git worktree add`\nand ends with `git add -A; git commit; git diff "
-          "--binary` (our collect runs 4 git commands). beyond bare: median over the\n"
+          "--binary` (so does our collect). beyond bare: median over the\n"
           "repetitions of (this call - the bare call just before it). CPU: this process and its "
           "children (the fake agent, git),\nuser + system.")
     n = 10 if reps < 10 else 50

@@ -146,17 +146,36 @@ class Workspace:
         await git(*g, "add", "-A", cwd=cwd)
         await git(*g, "commit", "-q", "--no-verify", "--allow-empty", "-m",
                   f"codexflow: {self.branch or self.path.name}", cwd=cwd)
-        stats = await git(*g, "diff", "--raw", "--numstat", "-z", "--no-renames", self.start,
-                          "HEAD", cwd=cwd)
-        if patch_path is not None:
-            patch_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(patch_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                await git(*g, "diff", "--binary", "--full-index", "--no-renames", self.start,
-                          "HEAD", cwd=cwd, stdout=fd)
-            finally:
-                os.close(fd)
+        stats = await in_thread("git", _diff, g, cwd, self.start, patch_path)
         return summarise_diff(stats)
+
+
+def _diff(g: Sequence[str], cwd: Path, start: str, patch_path: Path | None) -> str:
+    """One ``git diff`` for both the summary (``--raw --numstat -z``) and the patch (``-p
+    --binary --full-index``, written to ``patch_path``); returns the summary part."""
+    patch_args = ("-p", "--binary", "--full-index") if patch_path is not None else ()
+    proc = _run_git([*g, "diff", "--raw", "--numstat", "-z", "--no-renames", *patch_args,
+                     start, "HEAD"], cwd)
+    if proc.returncode != 0:
+        raise _failure(("diff",), proc)
+    stats, patch = split_diff(proc.stdout)
+    if patch_path is not None:
+        patch_path.parent.mkdir(parents=True, exist_ok=True)
+        patch_path.write_bytes(patch)
+    return stats
+
+
+def split_diff(out: bytes) -> tuple[str, bytes]:
+    """``(summary, patch)`` of ``git diff --raw --numstat -z -p``: N raw records (a header
+    starting with ``:`` and a path), N numstat records, an empty record, then the patch."""
+    pos = records = 0
+    while out.startswith(b":", pos):
+        pos = out.index(b"\0", out.index(b"\0", pos) + 1) + 1
+        records += 1
+    for _ in range(records):
+        pos = out.index(b"\0", pos) + 1
+    stats = out[:pos].decode(errors="replace")
+    return stats, out[pos + 1:] if out.startswith(b"\0", pos) else out[pos:]
 
 
 def summarise_diff(stats: str) -> dict[str, Any]:

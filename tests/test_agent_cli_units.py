@@ -10,7 +10,7 @@ from codexflow_nb.errors import ConfigError
 from codexflow_nb.runtimes.adapters import ClaudeAdapter, CodexAdapter, Turn, claude_tools
 from codexflow_nb.runtimes.agent_cli import AgentCliRuntime
 from codexflow_nb.runtimes.binaries import CODEX, find_binary, parse_version
-from codexflow_nb.workspaces import summarise_diff
+from codexflow_nb.workspaces import split_diff, summarise_diff
 
 CARD = {"runtime": {"model": "card-model", "codex_cli": {"profile": "p", "config": {"k": 1}},
                     "claude_code": {"permission_mode": "plan"}},
@@ -199,3 +199,15 @@ def test_versions_and_missing_binaries(tmp_path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         find_binary(CODEX, str(tmp_path / "missing"))
     json.dumps(CODEX.install)
+
+
+def test_one_diff_gives_the_summary_and_the_patch() -> None:
+    z = "0" * 40
+    stats = f":100644 100644 {z} {z} M\0:odd\0:000000 100644 {z} {z} A\0b\tc\0"
+    stats += "1\t0\t:odd\0-\t-\tb\tc\0"
+    patch = b"diff --git a/:odd b/:odd\n+x\0not a record\n"
+    assert split_diff(stats.encode() + b"\0" + patch) == (stats, patch)
+    assert split_diff(b"") == ("", b"")
+    s = summarise_diff(stats)
+    assert [(f["path"], f["status"]) for f in s["files"]] == [(":odd", "modified"),
+                                                              ("b\tc", "added")]
