@@ -304,8 +304,8 @@ def measure_scale(page: Any, url: str, token: str, root: Path, shots: Path | Non
 
     # -- run 1: to the end ----------------------------------------------------------------
     metrics["load_before"] = load()
+    before = len(runs(log)) if log.exists() else 0  # before Run: the run may log at once
     clicked = page.evaluate(CLICK, "Run")
-    before = len(runs(log)) if log.exists() else 0
     if checks:  # the user opens a task's output while it streams: it stays open
         page.locator(".jupyter-widget-Collapse-header").first.click()
         page.wait_for_timeout(500)
