@@ -31,6 +31,7 @@ no branch or worktree of the bench ever lands in it. Scratch files go under the 
 directory (or ``$BENCH_DIR``); every workspace and branch made here is removed at the end.
 
     python bench/workspaces.py [--short] [--reps N] [--files N] [--mb N] [--lines N]
+                               [--rt-reps N]
                                [--parts 123]
 """
 
@@ -813,6 +814,7 @@ def part_delay(repo: Path, scratch: Path, outside: Path, streaming: Path, agents
 def main() -> None:
     p = parser(__doc__.split("\n\n")[0] if __doc__ else "")
     p.add_argument("--reps", type=int, help="repetitions per workspace method (5; short 1)")
+    p.add_argument("--rt-reps", type=int, help="repetitions of part 2 (100; short 3)")
     p.add_argument("--files", type=int, help="files in the generated repository (10,000)")
     p.add_argument("--mb", type=float, help="its size in MB (200)")
     p.add_argument("--lines", type=int, help="messages per streaming agent (200)")
@@ -822,7 +824,9 @@ def main() -> None:
     files = args.files or (200 if args.short else 10_000)
     mb = args.mb or (2.0 if args.short else 200.0)
     lines = args.lines or (20 if args.short else 200)
-    rt_reps = 3 if args.short else 30
+    # the worktree rows' overhead is a difference of two ~300-600 ms operations whose own
+    # swing (tens of ms at load 2-5) is larger than the 20 ms target: 100 pairs, not 30
+    rt_reps = args.rt_reps or (3 if args.short else 100)
     agents = 4 if args.short else 16
     header("workspaces and agent runtimes")
     repo = repo_toplevel()
