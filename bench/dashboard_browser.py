@@ -124,7 +124,10 @@ def main() -> None:
     if not set(sizes) <= set(CASES):
         p.error(f"--sizes: choose from {', '.join(map(str, CASES))}")
     repeat = args.repeat or (1 if args.short else 2)
-    lacking = lab_harness.missing()
+    try:
+        lacking = lab_harness.missing()
+    except RuntimeError as exc:  # CODEXFLOW_REQUIRE_BROWSER=1
+        sys.exit(str(exc))
     if lacking:
         sys.exit(f"this benchmark needs {', '.join(lacking)} "
                  "(pip install -e .[browser]; apt-get install -y chromium)")

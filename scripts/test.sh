@@ -28,6 +28,7 @@ if ! "$CODEXFLOW_AGENTS_CACHE/node_modules/.bin/codex" --version 2>/dev/null | g
     @openai/codex@0.169.0 @anthropic-ai/claude-code@2.1.197
 fi
 export CODEXFLOW_REQUIRE_AGENT_CLIS=1  # a missing CLI fails the agent tests instead of skipping
+export CODEXFLOW_REQUIRE_BROWSER=1  # so does a missing Chromium, JupyterLab or Playwright
 
 # The package compiled once, up front, into its __pycache__ folders (git-ignored): where
 # PYTHONDONTWRITEBYTECODE is set (as on our machines) no process writes them, so each of the

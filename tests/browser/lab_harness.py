@@ -38,12 +38,17 @@ TARGETS = {"mutations_per_s": 300, "page_after_kernel_s": 1.0, "stop_to_engine_s
 
 
 def missing() -> list[str]:
-    """What the browser tests need and this machine lacks (empty: all there)."""
-    return [name for name, ok in (
+    """What the browser tests need and this machine lacks (empty: all there). With
+    ``CODEXFLOW_REQUIRE_BROWSER=1`` (as scripts/test.sh sets) a lack is an error, not a skip."""
+    lacking = [name for name, ok in (
         ("jupyterlab", importlib.util.find_spec("jupyterlab") is not None),
         ("playwright", importlib.util.find_spec("playwright") is not None),
         (f"chromium at {CHROMIUM}", Path(CHROMIUM).exists()),
     ) if not ok]
+    if lacking and os.environ.get("CODEXFLOW_REQUIRE_BROWSER") == "1":
+        raise RuntimeError(f"the browser tests need {', '.join(lacking)} "
+                           "(CODEXFLOW_REQUIRE_BROWSER=1)")
+    return lacking
 
 
 def free_port() -> int:
