@@ -569,10 +569,7 @@ def static_png(fig: Any) -> bytes | None:
         return None
     import plotly.io as pio
 
-    try:  # a copy: to_image reorders the keys of a dict it validates
-        return pio.to_image(copy.deepcopy(fig), format="png")
-    except Exception:  # noqa: BLE001 - a static copy is optional; the chart itself is not lost
-        return None
+    return _png_with_retry(pio, _fig_dict(fig))  # a copy: to_image reorders a dict's keys
 
 
 def static_figure_html(fig: Any) -> str:
@@ -710,14 +707,23 @@ def _pngs(figs: list[dict[str, Any]]) -> list[bytes | None]:
             warnings.filterwarnings("ignore", message="The kopts argument is ignored",
                                     category=UserWarning)
             for fig in figs:
-                try:
-                    out.append(pio.to_image(copy.deepcopy(fig), format="png"))
-                except Exception:  # noqa: BLE001 - the interactive chart is still there
-                    out.append(None)
+                out.append(_png_with_retry(pio, fig))
     finally:
         if started:
             kaleido.stop_sync_server(silence_warnings=True)
     return out
+
+
+def _png_with_retry(pio: Any, fig: dict[str, Any]) -> bytes | None:
+    """A PNG of ``fig``, asking kaleido twice: its first render after the server starts can
+    time out on a loaded machine (seen in CI with three test workers on two cores)."""
+    for attempt in range(2):
+        try:
+            return bytes(pio.to_image(copy.deepcopy(fig), format="png"))
+        except Exception:  # noqa: BLE001 - the interactive chart is still there
+            if attempt:
+                return None
+    return None
 
 
 def _img(b64: str, title: str) -> str:
