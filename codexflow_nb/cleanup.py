@@ -458,8 +458,21 @@ class LogLock:
             self.refused = (f"cannot lock {self.path} ({exc.strerror or exc}); "
                             "a file system without locks is never trimmed")
             return
+        holders = "another process"
+        for _ in range(3):
+            if self.held:
+                return
+            holders = self._holders()
+            if holders != "another process":
+                break
+            # no holder left in /proc/locks: the writer closed since flock failed, so the lock
+            # may be free now (seen under load: a refusal that could name no process)
+            try:
+                self.held = flock_within(self._fd, fcntl.LOCK_EX, 0)
+            except OSError:
+                break
         if not self.held:
-            self.refused = (f"{log_file} is open for writing by {self._holders()} (a shared "
+            self.refused = (f"{log_file} is open for writing by {holders} (a shared "
                             f"lock on {self.path}); trim it after that ends, or use --wait "
                             "SECONDS")
 
