@@ -133,7 +133,9 @@ def test_runs_started_during_a_trim_lose_no_event(tmp_path):
             outcomes["refused"] += 1
             (line,) = t_err.strip().splitlines()
             assert line.startswith("codex-flow: error: log not trimmed: ")
-            assert "is open for writing by pid " in line or "is being written by run" in line
+            # the holder is named by pid, or "another process" when it let go each of the
+            # three times the lock was tried between reads of /proc/locks (seen at load 9)
+            assert "is open for writing by " in line or "is being written by run" in line
         events = parse_all(log)
         probes = Counter((e["writer"], e["i"]) for e in events if e["kind"] == "probe")
         assert len(probes) == WRITERS * PROBES and set(probes.values()) == {1}, \
