@@ -195,3 +195,19 @@ def test_aliases_file_adds_to_the_defaults(tmp_path: Path) -> None:
     alone = cli("run", "--example", "--aliases", "one.yaml", "--no-default-aliases",
                 "--dry-run", cwd=tmp_path)
     assert alone.returncode == 2 and "'reviewer2' is neither an alias (reviewer)" in alone.stderr
+
+
+def test_json_reaches_a_slow_reader_whole_under_pythonunbuffered(workdir: Path) -> None:
+    """`run --json` of 2,000 tasks (~370 KiB) to a reader that starts after 2 s: every byte
+    arrives. With PYTHONUNBUFFERED, print() wrote it through a raw stream whose short write
+    dropped all but the first 64 KiB, and the run still exited 0."""
+    (workdir / "tasks.json").write_text(json.dumps({"coder": [f"t{i}" for i in range(2000)]}))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codexflow_nb", "run", "-f", "tasks.json", "--no-plan", "--json",
+         "--stub-latency-ms", "0"], cwd=workdir, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL)
+    time.sleep(2)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    assert len(json.loads(out)["tasks"]) == 2000
