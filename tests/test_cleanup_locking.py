@@ -17,33 +17,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from test_cleanup import listing, make_task, task_id
 
 from codexflow_nb.cleanup import LogLock, cleanup, prune_runs, trim_log
 from codexflow_nb.cli import main
 from codexflow_nb.events import JsonlSink, log_lock_path
-
-
-def task_id(run: int, seq: int) -> str:
-    return f"2026112{run % 10}T{run:09d}-{run:06x}-{seq:06d}"
-
-
-def make_task(runs: Path, alias: str, tid: str, payload: bytes = b"{}") -> Path:
-    d = runs / alias / tid
-    d.mkdir(parents=True)
-    (d / "input.json").write_bytes(payload)
-    (d / "output.json").write_bytes(payload * 2)
-    return d
-
-
-def listing(root: Path) -> dict[str, bytes | str]:
-    out: dict[str, bytes | str] = {}
-    for top, dirs, files in os.walk(root, followlinks=False):
-        for name in dirs + files:
-            p = Path(top, name)
-            rel = str(p.relative_to(root))
-            out[rel] = ("-> " + os.readlink(p) if p.is_symlink()
-                        else p.read_bytes() if p.is_file() else "dir")
-    return out
 
 
 def env() -> dict[str, str]:
