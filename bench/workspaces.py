@@ -419,6 +419,29 @@ def agent_card() -> dict[str, Any]:
     return plan.validate(load_registry(), aliases)["coder"].effective
 
 
+async def start_bare(argv: list[str], prompt: bytes,
+                     cwd: str | Path | None) -> asyncio.subprocess.Process:
+    """The fake agent started bare (an asyncio subprocess), its prompt written, stdin closed."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=cwd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL)
+    assert proc.stdin and proc.stdout
+    proc.stdin.write(prompt)
+    await proc.stdin.drain()
+    proc.stdin.close()
+    return proc
+
+
+async def collect_bare(worktree: Path) -> str | None:
+    """What a collect does, by hand: ``git add -A; git commit; git diff --binary`` into a patch
+    file beside the worktree. Returns the first git error (None when none)."""
+    for args in (("add", "-A"), (*GIT_ID, "commit", "-q", "--allow-empty", "-m", "x")):
+        if error := await bare_git(*args, cwd=worktree):
+            return error
+    with open(worktree.with_suffix(".patch"), "wb") as fh:
+        return await bare_git("diff", "--binary", "HEAD~1", "HEAD", cwd=worktree, stdout=fh)
+
+
 async def bare_agent(argv: list[str], prompt: bytes, cwd: str, repo: Path | None = None,
                      worktree: Path | None = None) -> tuple[float, float, float]:
     """(call to first line, last line to return, total) of the agent started bare; with
@@ -431,13 +454,7 @@ async def bare_agent(argv: list[str], prompt: bytes, cwd: str, repo: Path | None
         assert not await bare_git("worktree", "add", "-b", branch, str(worktree), "HEAD",
                                   cwd=repo)
         cwd = str(worktree)
-    proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=cwd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL)
-    assert proc.stdin and proc.stdout
-    proc.stdin.write(prompt)
-    await proc.stdin.drain()
-    proc.stdin.close()
+    proc = await start_bare(argv, prompt, cwd)
     first = last = None
     while line := await proc.stdout.readline():
         orjson.loads(line)
@@ -445,11 +462,7 @@ async def bare_agent(argv: list[str], prompt: bytes, cwd: str, repo: Path | None
         first = first or last
     await proc.wait()
     if worktree is not None:
-        for args in (("add", "-A"), (*GIT_ID, "commit", "-q", "--allow-empty", "-m", "x")):
-            assert not await bare_git(*args, cwd=worktree)
-        with open(worktree.with_suffix(".patch"), "wb") as fh:
-            assert not await bare_git("diff", "--binary", "HEAD~1", "HEAD", cwd=worktree,
-                                      stdout=fh)
+        assert not await collect_bare(worktree)
     end = time.perf_counter()
     assert first is not None and last is not None and proc.returncode == 0
     return first - t0, end - last, end - t0
@@ -615,13 +628,7 @@ async def bare_streams(argv: list[str], prompt: bytes, n: int, repo: Path | None
             if error:
                 failed.append(f"git worktree add: {error}")
                 return
-        proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=cwd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL)
-        assert proc.stdin and proc.stdout
-        proc.stdin.write(prompt)
-        await proc.stdin.drain()
-        proc.stdin.close()
+        proc = await start_bare(argv, prompt, cwd)
         while line := await proc.stdout.readline():
             event = orjson.loads(line)
             if event.get("type") == "item.completed":
@@ -629,10 +636,7 @@ async def bare_streams(argv: list[str], prompt: bytes, n: int, repo: Path | None
         await proc.wait()
         if cwd is not None:
             change_one_file(cwd, one_file(cwd))
-            for args in (("add", "-A"), (*GIT_ID, "commit", "-q", "-m", "x")):
-                await bare_git(*args, cwd=cwd)
-            with open(cwd.with_suffix(".patch"), "wb") as fh:
-                await bare_git("diff", "--binary", "HEAD~1", "HEAD", cwd=cwd, stdout=fh)
+            await collect_bare(cwd)
 
     await asyncio.gather(*(one(i) for i in range(n)))
     return delays, failed
