@@ -351,8 +351,8 @@ def _strong(match: RouteMatch) -> bool:
     return match.via == "keyword" and len(match.rule.split()) >= 2
 
 
-#: A strong trigger does not decide when the ranker scores another card at least this many
-#: times as high as the trigger's agent: one phrase ("find out", "end to end") against the
+#: A strong trigger does not decide when the ranker's best agent has a card (BM25) score at
+#: least this many times the trigger's agent's (:meth:`Ranking.card_score`): one phrase ("find out", "end to end") against the
 #: whole request (tuned on the tuning half: the trigger's agent was right at ratios up to 1.34
 #: and wrong from 1.67 on).
 OVERRULE_RATIO = 1.5
@@ -363,11 +363,12 @@ def _overruled(ranking: Ranking, agent: str) -> str | None:
     if not ranking.agents or ranking.agents[0] == agent:
         return None
     best = ranking.agents[0]
-    return best if ranking.score(best) >= OVERRULE_RATIO * ranking.score(agent) else None
+    return best if ranking.card_score(best) >= OVERRULE_RATIO * ranking.card_score(agent) \
+        else None
 
 
 #: Only weak triggers matched, and they name one agent: it takes the route when the ranker's
-#: best card scores less than this many times as high as its own (a near tie). On the tuning
+#: best agent has a card (BM25) score less than this many times its own (a near tie). On the tuning
 #: half 1.1 to 1.2 are one request apart either way; 1.2 lets a bundle's own rule ("^review .*
 #: code$" in the Node bundle) win over a card that is 13% ahead.
 WEAK_TIE_RATIO = 1.2
@@ -386,7 +387,7 @@ def _decide(text: str, registry: Registry, route: Route) -> Route:
     if best is not None:
         route.stage, route.candidates = "ranker", [best]
         how = "; ".join(m.describe() for m in route.trace if m.agent == strong[0] and _strong(m))
-        ratio = ranking.score(best) / max(ranking.score(strong[0]), 1e-9)
+        ratio = ranking.card_score(best) / max(ranking.card_score(strong[0]), 1e-9)
         route.decision = (f"a strong trigger names {strong[0]} ({how}), but the card of {best} "
                           f"scores {ratio:.1f} times as high; best card")
     elif len(strong) == 1:
@@ -394,7 +395,8 @@ def _decide(text: str, registry: Registry, route: Route) -> Route:
         how = "; ".join(m.describe() for m in route.trace if m.agent == strong[0] and _strong(m))
         route.decision = f"a strong trigger names one agent ({how})"
     elif (not strong and len(named) == 1 and ranking.agents and ranking.agents[0] != named[0]
-          and 0 < ranking.score(ranking.agents[0]) < WEAK_TIE_RATIO * ranking.score(named[0])):
+          and 0 < ranking.card_score(ranking.agents[0])
+          < WEAK_TIE_RATIO * ranking.card_score(named[0])):
         route.stage, route.candidates = "triggers", named[:1]
         route.decision = (f"only weak triggers ({', '.join(m.rule for m in route.trace)}), and "
                           f"{named[0]}'s card is within {WEAK_TIE_RATIO - 1:.0%} of the best "
