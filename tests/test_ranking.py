@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -18,6 +19,8 @@ from codexflow_nb.errors import ConfigError
 from codexflow_nb.planner import select_agents
 from codexflow_nb.ranking import (
     FIELD_WEIGHTS,
+    MODEL_C,
+    CardModel,
     Lexicon,
     Ranker,
     card_fields,
@@ -32,11 +35,15 @@ from codexflow_nb.registry import BUNDLED_AGENTS, load_registry, validate_agent_
 from codexflow_nb.routing import route_text
 
 DATA = Path(__file__).parent / "data" / "routing"
-#: What the router reaches on the held-out half (measured as aggregates only, never tuned on;
-#: see tests/data/routing/README.md and docs/PLANNING.md). The issue's targets are 0.90 and
-#: 0.97: missed, and these floors only guard against it getting worse.
-HELDOUT_TOP1, HELDOUT_TOP3 = 0.79, 0.95
-TUNING_TOP1, TUNING_TOP3 = 0.89, 0.98
+#: What the router reaches on the held-out half (heldout-v3.yaml, written blind, measured as
+#: aggregates only, never tuned on; see tests/data/routing/README.md and docs/PLANNING.md), and
+#: on its second edition (heldout.yaml, never read). The issue's targets are 0.90 and 0.97:
+#: missed, and these floors only guard against it getting worse.
+HELDOUT_TOP1, HELDOUT_TOP3 = 0.84, 0.96
+HELDOUT_2ND_TOP1, HELDOUT_2ND_TOP3 = 0.78, 0.96
+TUNING_TOP1, TUNING_TOP3 = 0.90, 0.99
+#: The held-out files: never tuned on, never read.
+HELDOUT_FILES = ("heldout-v3", "heldout")
 
 #: The requests quoted in issue 17, which found nothing or the wrong agent before the ranker.
 ISSUE_REQUESTS = [
@@ -55,7 +62,7 @@ def _half(*names: str) -> list[dict[str, str]]:
 
 
 def _tuning() -> list[dict[str, str]]:
-    """The tuning half: every tune*.yaml (never heldout.yaml)."""
+    """The tuning half: every tune*.yaml (never a held-out file)."""
     return _half(*sorted(p.stem for p in DATA.glob("tune*.yaml")))
 
 
@@ -96,10 +103,60 @@ def test_ties_break_by_agent_key(tmp_path):
     card = yaml.safe_load((root / "core" / "coder.codex.yaml").read_text())
     card["agent"]["id"] = "coder2"  # one word, like "coder": the twin's card is as long
     (root / "core" / "coder2.codex.yaml").write_text(yaml.safe_dump(card))
-    ranking = rank("turn this pseudocode into working code", load_registry(root))
-    # the same card twice: equal scores, and the key decides the order
+    twins = load_registry(root)
+    ranking = Ranker(twins, model_weight=0).rank("turn this pseudocode into working code")
+    # the same card twice: equal BM25 scores, and the key decides the order
     assert ranking.agents[:2] == ["coder", "coder2"]
     assert ranking.score("coder") == ranking.score("coder2") > 0
+    # the card model tells them apart only by their ids' words: nearly equal
+    ranking = rank("turn this pseudocode into working code", twins)
+    assert set(ranking.agents[:2]) == {"coder", "coder2"}
+    assert abs(ranking.score("coder") - ranking.score("coder2")) < 0.01
+
+
+def test_the_card_model_learns_which_words_tell_cards_apart():
+    # "fix" is on both cards; "pagination" only on the designer's, "bug" only on the coder's
+    samples = [["fix", "bug"], ["bug", "crash"], ["fix", "pagination"], ["pagination", "schema"]]
+    model = CardModel.fit(samples, [0, 0, 1, 1], 2)
+    assert model.proba(["bug"])[0] > 0.6 and model.proba(["pagination"])[1] > 0.6
+    assert model.proba(["nothing", "known"]) is None  # no known word: no opinion
+    assert abs(float(model.proba(["fix"]).sum()) - 1) < 1e-9
+    # fitted to the optimum: the penalised loss's gradient is (near) zero there
+    w = model.weights
+    x = np.zeros((4, len(model.vocab)))
+    for i, terms in enumerate(samples):
+        for t in terms:
+            x[i, model.vocab[t]] += 1
+    z = x @ w
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    y = np.eye(2)[[0, 0, 1, 1]]
+    grad = x.T @ (p - y) + w / MODEL_C
+    assert float(np.abs(grad).max()) < 1e-3
+
+
+def test_the_card_model_is_deterministic_and_part_of_the_score(registry):
+    first, again = Ranker(registry), Ranker(registry)
+    assert first.model is not None
+    assert np.array_equal(first.model.weights, again.model.weights)
+    ranking = first.rank("fix the off by one bug in the pagination helper")
+    best = ranking.get(ranking.agents[0])
+    assert best is not None and best.model is not None
+    assert ranking.agents[0] == "coder"  # BM25 alone puts the API designer first
+    assert max(ranking.card_score(a) for a in ranking.agents) == 1.0
+    assert ranking.card_score("api-designer") > ranking.card_score("coder")
+    assert "model " in best.describe() and best.to_dict()["model"] == round(best.model, 3)
+    plain_bm25 = Ranker(registry, model_weight=0).rank("fix the off by one bug in the pagination helper")
+    assert plain_bm25.agents[0] == "api-designer" and plain_bm25.get("coder").model is None
+
+
+def test_a_single_agent_bundle_has_no_card_model(tmp_path):
+    root = tmp_path / "agents" / "core"
+    root.mkdir(parents=True)
+    shutil.copy(BUNDLED_AGENTS / "core" / "coder.codex.yaml", root)
+    ranker = Ranker(load_registry(tmp_path / "agents"))
+    assert ranker.model is None
+    assert ranker.rank("write a helper function").agents == ["coder"]
 
 
 def test_card_fields_cover_the_whole_card(registry):
@@ -146,8 +203,10 @@ def test_the_longest_phrase_wins_and_a_request_names_a_concept_once():
 
 
 def test_the_lexicon_matches_words_without_their_plural_ending():
-    assert [plain(w) for w in ("queries", "tests", "indexes", "status", "class", "analysis")] == [
-        "query", "test", "indexe", "status", "class", "analysis"]
+    assert [plain(w) for w in ("queries", "tests", "indexes", "status", "class", "analysis",
+                               "classes", "crashes", "patches", "caches", "approaches")] == [
+        "query", "test", "index", "status", "class", "analysis",
+        "class", "crash", "patch", "cache", "approach"]
     # Snowball would make "accessibility" and "access" (or "responsive" and "responses") one
     assert plain("accessibility") != plain("access") and plain("responsive") != plain("responses")
     compiled = default_lexicon().compile()
@@ -284,17 +343,23 @@ def test_top_k_fills_up_from_the_ranker(registry):
 # -- the evaluation set -----------------------------------------------------------------------
 
 def test_the_evaluation_set_covers_every_bundled_agent(registry):
-    tuning, heldout = _tuning(), _half("heldout")
+    tuning, heldout = _tuning(), _half(HELDOUT_FILES[0])
     assert len(tuning) + len(heldout) >= 150
     ids = {a.id for a in registry}
-    for rows in (tuning, heldout):
+    editions = [_half(name) for name in HELDOUT_FILES]
+    for rows in (tuning, *editions):
         assert {r["agent"] for r in rows} == ids
-    assert not {r["text"] for r in tuning} & {r["text"] for r in heldout}
+    texts = [{r["text"].lower() for r in rows} for rows in (tuning, *editions)]
+    assert not texts[0] & texts[1] and not texts[0] & texts[2] and not texts[1] & texts[2]
+    # the bench reads the same files
+    assert sorted(p.stem for p in DATA.glob("heldout*.yaml")) == sorted(HELDOUT_FILES)
 
 
 def test_accuracy_on_the_held_out_half(registry):
-    top1, top3 = _accuracy(_half("heldout"), registry)
+    top1, top3 = _accuracy(_half("heldout-v3"), registry)
     assert top1 >= HELDOUT_TOP1 and top3 >= HELDOUT_TOP3, (top1, top3)
+    top1, top3 = _accuracy(_half("heldout"), registry)
+    assert top1 >= HELDOUT_2ND_TOP1 and top3 >= HELDOUT_2ND_TOP3, (top1, top3)
 
 
 def test_accuracy_on_the_tuning_half(registry):
