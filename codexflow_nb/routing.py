@@ -239,10 +239,12 @@ def _check_triggers(data: Any, path: Path, registry: Registry) -> list[str]:
 
 # -- text -------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=1024)
-def _phrase(keyword: str) -> re.Pattern[str]:
-    words = [re.escape(w) for w in keyword.split()]
-    return re.compile(r"(?<!\w)" + r"\s+".join(words) + r"(?!\w)", re.IGNORECASE)
+@lru_cache(maxsize=4096)
+def _phrase(keyword: str) -> tuple[re.Pattern[str], str]:
+    """A keyword's pattern, and its first word in lowercase (a match contains it)."""
+    words = keyword.split()
+    pattern = r"(?<!\w)" + r"\s+".join(map(re.escape, words)) + r"(?!\w)"
+    return re.compile(pattern, re.IGNORECASE), (words[0].lower() if words else "")
 
 
 @lru_cache(maxsize=1024)
@@ -311,8 +313,12 @@ def route_text(text: str, registry: Registry | None = None, *,
     registry = registry if registry is not None else load_registry()
     trig = triggers if triggers is not None else load_triggers(registry)
     keyword_hits: list[tuple[int, RouteMatch]] = []
+    lowered = text.lower() if text.isascii() else None  # the prefilters need ASCII text
     for keyword, agents in trig.get("keywords", {}).items():
-        found = _phrase(keyword).search(text)
+        pattern, first = _phrase(keyword)
+        if lowered is not None and first not in lowered:
+            continue
+        found = pattern.search(text)
         if found:
             keyword_hits.extend((found.start(), RouteMatch(a, "keyword", keyword, matched=found.group(0)))
                                 for a in agents)
@@ -326,7 +332,6 @@ def route_text(text: str, registry: Registry | None = None, *,
             priority = parse_priority(priority, f"triggers: regex[{i}]")
         rules.append((-priority, i, rule))
     rules.sort(key=lambda item: item[:2])
-    lowered = text.lower() if text.isascii() else None  # the prefilter needs ASCII text
     for minus, _, rule in rules:
         priority = -minus
         compiled, required = _rule(rule["pattern"])
