@@ -151,7 +151,8 @@ class Route:
         lines = [f"{self.candidates[0]}  (stage: {self.stage}: {self.decision})"]
         for i, s in enumerate(self.leaders(k), 1):
             trig = "; ".join(m.describe() for m in self.reasons(s.agent))
-            lines.append(f"  {i}. {s.agent:<22} {s.score:6.2f}  "
+            parts = f" (card {s.bm25:.2f}, model {s.model:.2f})" if s.model is not None else ""
+            lines.append(f"  {i}. {s.agent:<22} {s.score:4.2f}{parts}  "
                          + (", ".join(s.words) if s.words else "-")
                          + (f"  [trigger: {trig}]" if trig else ""))
         lines.extend(f"  note: {n}" for n in self.notes)
@@ -357,9 +358,9 @@ def _strong(match: RouteMatch) -> bool:
 
 
 #: A strong trigger does not decide when the ranker's best agent has a card (BM25) score at
-#: least this many times the trigger's agent's (:meth:`Ranking.card_score`): one phrase ("find out", "end to end") against the
-#: whole request (tuned on the tuning half: the trigger's agent was right at ratios up to 1.34
-#: and wrong from 1.67 on).
+#: least this many times the trigger's agent's (:meth:`Ranking.card_score`): one phrase ("find
+#: out", "end to end") against the whole request (tuned on the tuning half: the trigger's agent
+#: was right at ratios up to 1.34 and wrong from 1.67 on).
 OVERRULE_RATIO = 1.5
 
 
@@ -373,9 +374,9 @@ def _overruled(ranking: Ranking, agent: str) -> str | None:
 
 
 #: Only weak triggers matched, and they name one agent: it takes the route when the ranker's
-#: best agent has a card (BM25) score less than this many times its own (a near tie). On the tuning
-#: half 1.1 to 1.2 are one request apart either way; 1.2 lets a bundle's own rule ("^review .*
-#: code$" in the Node bundle) win over a card that is 13% ahead.
+#: best agent has a card (BM25) score less than this many times its own (a near tie). On the
+#: tuning half 1.1 to 1.2 are one request apart either way; 1.2 lets a bundle's own rule
+#: ("^review .* code$" in the Node bundle) win over a card that is 13% ahead.
 WEAK_TIE_RATIO = 1.2
 
 
