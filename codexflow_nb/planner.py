@@ -123,12 +123,22 @@ class Candidate:
 
 #: Points the ranker's best card gets in the selector (the others in proportion to their score).
 RANKER_POINTS = 4.0
+#: Where a goal splits into parts that the selector also ranks on their own: punctuation, and
+#: "with", "then", "plus" between clauses ("Add invoice export to the billing API, with tests").
+_CLAUSES = re.compile(r"[,;:]+|\s(?:and\s+then|then|with|plus)\s", re.IGNORECASE)
+
+
+def goal_parts(goal: str) -> list[str]:
+    """The goal, then its clauses when it has more than one (each with informative words)."""
+    clauses = [c.strip() for c in _CLAUSES.split(goal) if c and c.strip()]
+    return [goal, *clauses] if len(clauses) > 1 else [goal]
 
 
 def select_agents(goal: str, registry: Registry, *, limit: int = 6,
                   triggers: dict[str, Any] | None = None) -> list[Candidate]:
     """Shortlist agents for ``goal``: trigger keyword 3 points, regex 1 + priority/2, and the
-    ranker's score scaled so the best card gets RANKER_POINTS; each reason names the card
+    ranker's score scaled so the best card gets RANKER_POINTS, for the whole goal and for each
+    of its clauses (:func:`goal_parts`; an agent keeps its best); each reason names the card
     fields that share words with the goal (``description mentions ...``)."""
     scores: dict[str, float] = {}
     reasons: dict[str, list[str]] = {}
@@ -146,16 +156,27 @@ def select_agents(goal: str, registry: Registry, *, limit: int = 6,
         else:
             add(m.agent, 1.0 + (m.priority or 0) / 2, f"trigger regex (priority {m.priority}) "
                                                        f"matched {m.matched!r}")
-    ranking = rank(goal, registry)
-    if ranking.informative and ranking.scored:
+    # the whole goal and each of its clauses are ranked; an agent takes the points of the part
+    # that ranks it highest, so each part of a goal brings its own best agents
+    ranked_by: dict[str, tuple[float, str]] = {}
+    for part in goal_parts(goal):
+        ranking = rank(part, registry)
+        if not (ranking.informative and ranking.scored):
+            continue
         best = ranking.scored[0].score
         for s in ranking.scored:
+            points = RANKER_POINTS * s.score / best
+            if points <= ranked_by.get(s.agent, (0.0, ""))[0]:
+                continue
             in_desc = list(s.fields.get("description", ()))
             elsewhere = [w for w in s.words if w not in in_desc]
             why = ([f"description mentions {', '.join(in_desc)}"] if in_desc else []) \
                 + ([f"card mentions {', '.join(elsewhere)}"] if elsewhere else [])
-            add(s.agent, RANKER_POINTS * s.score / best,
-                "; ".join(why) + f" (ranker score {s.score:.2f})")
+            where = "" if part == goal else f"for {part!r}: "
+            ranked_by[s.agent] = (points, where + "; ".join(why)
+                                  + f" (ranker score {s.score:.2f})")
+    for agent, (points, reason) in ranked_by.items():
+        add(agent, points, reason)
     ranked = sorted(scores, key=lambda a: (-scores[a], a))
     return [Candidate(a, scores[a], reasons[a]) for a in ranked[:limit]]
 

@@ -465,3 +465,17 @@ def test_task_editor_routes_with_the_ranker_and_shows_why(registry):
     editor.route_button.click()
     assert "no informative words" in editor.message.value
     assert "closest agents: coder, planner, researcher" in editor.message.value
+
+
+def test_the_selector_ranks_each_clause_of_a_goal(registry):
+    from codexflow_nb.planner import goal_parts
+
+    goal = "Add invoice export to the billing API, with tests"
+    assert goal_parts(goal) == [goal, "Add invoice export to the billing API", "tests"]
+    assert goal_parts("train a classifier to detect spam") == ["train a classifier to detect spam"]
+    shortlist = {c.agent: c for c in select_agents(goal, registry)}
+    # the API clause brings its agents, the testing clause its own
+    assert {"api-designer", "backend-dev"} <= set(shortlist)
+    assert {"tester", "unit-tester"} <= set(shortlist)
+    assert "for 'Add invoice export to the billing API'" in shortlist["backend-dev"].why()
+    assert "ci-engineer" not in shortlist  # on the whole goal alone it was sixth
