@@ -456,6 +456,7 @@ def test_task_editor_routes_with_the_ranker_and_shows_why(registry):
     shown = editor.route_why.value
     assert "ci-engineer" in shown and "stage <b>ranker</b>" in shown
     assert shown.count("<tr>") == 4  # a header and the top three
+    assert "title='card 1.00, model " in shown  # the score's two parts, as its tooltip
     editor.route_all.value = True
     editor.route_text.value = "train a classifier to detect spam"
     editor.route_button.click()

@@ -42,14 +42,17 @@ def dump_tasks(data: Mapping[str, Any], fmt: str) -> str:
 
 def route_html(route: Any, k: int = ROUTE_TOP) -> str:
     """A route's trace as a small table: stage and reason, then the top ``k`` agents with
-    their ranker scores, the words their cards share with the text and their triggers."""
+    their ranker scores (the two parts, card BM25 and card model, as the score's tooltip), the
+    words their cards share with the text and their triggers."""
     if not route.candidates:
         return f"<small>{escape(route.problem())}</small>"
     rows = []
     for i, s in enumerate(route.leaders(k), 1):
         trig = "; ".join(m.describe() for m in route.reasons(s.agent))
+        parts = (f"card {s.bm25:.2f}, model {s.model:.2f}" if s.model is not None
+                 else f"card {s.bm25:.2f}")
         rows.append(f"<tr><td>{i}</td><td><code>{escape(s.agent)}</code></td>"
-                    f"<td style='text-align:right'>{s.score:.2f}</td>"
+                    f"<td style='text-align:right' title='{parts}'>{s.score:.2f}</td>"
                     f"<td>{escape(', '.join(s.words) or '-')}</td><td>{escape(trig)}</td></tr>")
     return (f"<small><b>{escape(route.candidates[0])}</b> — stage <b>{escape(route.stage)}</b>: "
             f"{escape(route.decision)}</small><table style='font-size:small'>"
