@@ -37,14 +37,14 @@ the score); ties break by agent key, so the same request over the same cards alw
 same way.
 
 The index and the model are built once per :class:`~codexflow_nb.registry.Registry` object
-(kept beside it in a weak map): about 0.1 s for the bundled cards, 1 s for 100 agents. ``bm25s`` (with numpy) and the
-stemmer are imported on first use, so ``import codexflow_nb`` stays light. Nothing is fetched:
-no network, no model.
+(kept beside it in a weak map): 0.2-0.3 s for the bundled cards, 2-3 s for 100 agents with
+34 examples each. ``bm25s`` (with numpy) and the stemmer are imported on first use, so
+``import codexflow_nb`` stays light. Nothing is fetched: no network, no model download.
 
 The weights and the lexicon were tuned on the tuning half of ``tests/data/routing/``
-(``tune*.yaml``) and the cards only; the held-out files (``heldout*.yaml``) are measured as
-aggregate numbers, never tuned on or read (``python bench/routing.py``; the numbers and the protocol are in
-``docs/PLANNING.md``).
+(``tune*.yaml``, whose requests the bundled cards also carry as examples) and the cards only;
+the held-out files (``heldout*.yaml``) are measured as aggregate numbers, never tuned on or
+read (``python bench/routing.py``; the numbers and the protocol are in ``docs/PLANNING.md``).
 """
 
 from __future__ import annotations
@@ -415,8 +415,9 @@ class CardModel:
     and "bug" for the coder against "pagination" that one designer names) and adds that as
     :data:`MODEL_WEIGHT` of the score.
 
-    Fitted when the registry's ranker is built (L-BFGS with numpy, 30 iterations: about 50 ms
-    for the 24 bundled agents, 0.6 s for 100), deterministic (zeros to start, no sampling).
+    Fitted when the registry's ranker is built (L-BFGS with numpy, 30 iterations: about 0.15 s
+    for the 24 bundled agents, 2 s for 100 with as many examples), deterministic (zeros to
+    start, no sampling).
     """
 
     def __init__(self, vocab: Mapping[str, int], weights: Any) -> None:
