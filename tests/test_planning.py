@@ -264,7 +264,7 @@ def test_selector_scores_with_reasons(registry):
     assert "trigger keyword 'endpoint'" in by_agent["backend-dev"].why()
     assert any(r.startswith("trigger regex (priority 8) matched 'unit tests'")
                for r in by_agent["unit-tester"].reasons)
-    assert any(r.startswith("description mentions") for r in by_agent["api-designer"].reasons)
+    assert any("description mentions" in r for r in by_agent["api-designer"].reasons)
     assert [c.score for c in shortlist] == sorted((c.score for c in shortlist), reverse=True)
     assert select_agents("zzz qqq", registry) == []
 
