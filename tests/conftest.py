@@ -3,7 +3,10 @@ shared between pytest-xdist workers (``scripts/test.sh`` runs ``-n 3 --dist load
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,3 +44,28 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("CODEX_URL", raising=False)
     monkeypatch.delenv("CODEX_API_KEY", raising=False)
     return tmp_path
+
+
+@pytest.fixture
+def cancelled_run(registry: Registry) -> Callable[..., Path]:
+    """``cancelled_run(log_file, aliases, runs_dir=None)``: six 2-second tasks for the alias
+    ``rev``, cancelled as soon as the first one starts; returns the event log."""
+    from codexflow_nb import prepare_run
+
+    def make(log_file: Path, aliases: Any, runs_dir: Path | None = None) -> Path:
+        async def go() -> None:
+            started = asyncio.Event()
+            run = prepare_run({"rev": [f"t{i}" for i in range(6)]}, aliases=aliases,
+                              registry=registry, latency_ms=2000, log_file=log_file,
+                              runs_dir=runs_dir,
+                              on_event=lambda e: started.set()
+                              if e["kind"] == "task_started" else None)
+            task = asyncio.create_task(run.execute())
+            await started.wait()
+            run.cancel("enough")
+            await task
+
+        asyncio.run(go())
+        return log_file
+
+    return make

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import codexflow_nb
-from codexflow_nb import ConfigError, Plan, prepare_run, run_async
+from codexflow_nb import ConfigError, Plan, run_async
 from codexflow_nb.analysis import (
     STATUSES,
     EventLogWarning,
@@ -435,19 +435,8 @@ def test_resumed_run_is_one_run(tmp_path, registry, monkeypatch):
     assert r["sessions"] == 2 and r["completed"] == 3
 
 
-def test_cancelled_tasks(tmp_path, registry):
-    async def go():
-        started = asyncio.Event()
-        run = prepare_run({"rev": [f"t{i}" for i in range(6)]}, aliases=limits(rev=("code-analyzer", 2)),
-                          registry=registry, latency_ms=2000, log_file=tmp_path / "e.jsonl",
-                          runs_dir=tmp_path / "runs",
-                          on_event=lambda e: started.set() if e["kind"] == "task_started" else None)
-        task = asyncio.create_task(run.execute())
-        await started.wait()
-        run.cancel("enough")
-        return await task
-
-    asyncio.run(go())
+def test_cancelled_tasks(tmp_path, cancelled_run):
+    cancelled_run(tmp_path / "e.jsonl", limits(rev=("code-analyzer", 2)), tmp_path / "runs")
     ev = load_events(tmp_path / "e.jsonl")
     t = tasks_frame(ev)
     assert (t["status"] == "cancelled").all() and len(t) == 6

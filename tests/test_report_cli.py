@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from plotly.io._utils import plotly_cdn_url
 
-from codexflow_nb import charts, prepare_run, run_async
+from codexflow_nb import charts, run_async
 from codexflow_nb.cli import main
 
 ALIASES = {"rev": {"id": "code-analyzer",
@@ -146,19 +146,8 @@ def test_report_charts_show_without_plotlyjs(two_runs, tmp_path, capsys):
     assert "kB)" in capsys.readouterr().out
 
 
-def test_report_counts_cancelled_tasks_as_cancelled(tmp_path, registry, capsys):
-    async def go():
-        started = asyncio.Event()
-        run = prepare_run({"rev": [f"t{i}" for i in range(6)]}, aliases=ALIASES,
-                          registry=registry, latency_ms=2000, log_file=tmp_path / "e.jsonl",
-                          runs_dir=None,
-                          on_event=lambda e: started.set() if e["kind"] == "task_started" else None)
-        task = asyncio.create_task(run.execute())
-        await started.wait()
-        run.cancel("enough")
-        return await task
-
-    asyncio.run(go())
+def test_report_counts_cancelled_tasks_as_cancelled(tmp_path, cancelled_run, capsys):
+    cancelled_run(tmp_path / "e.jsonl", ALIASES)
     html = tmp_path / "r.html"
     assert main(["report", "--log-file", str(tmp_path / "e.jsonl"), "--html", str(html),
                  "--no-static-images"]) == 0
