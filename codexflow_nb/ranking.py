@@ -470,7 +470,7 @@ class CardModel:
 
 
 #: Up to this many cells (samples x terms) the card model's counts are a dense matrix (BLAS
-#: products: twice as fast); beyond, sparse (memory grows with the words, not the cells).
+#: products, faster at this size); beyond, sparse (memory grows with the words, not the cells).
 DENSE_CELLS = 4_000_000
 
 
@@ -543,10 +543,10 @@ def _lbfgs(f: Any, x: Any, iterations: int, memory: int = 10, tol: float = 1e-5)
         if sy > 1e-10:
             history.append((s, y, 1.0 / sy))
             del history[:-memory]
-        if value - new_value < 1e-9 * max(abs(value), 1.0):
-            x, value, grad = new_x, new_value, new_grad
-            break
+        settled = value - new_value < 1e-9 * max(abs(value), 1.0)
         x, value, grad = new_x, new_value, new_grad
+        if settled:
+            break
     return x
 
 
