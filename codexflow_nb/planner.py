@@ -129,7 +129,7 @@ _CLAUSES = re.compile(r"[,;:]+|\s(?:and\s+then|then|with|plus)\s", re.IGNORECASE
 
 
 def goal_parts(goal: str) -> list[str]:
-    """The goal, then its clauses when it has more than one (each with informative words)."""
+    """The goal, then its clauses when it has more than one."""
     clauses = [c.strip() for c in _CLAUSES.split(goal) if c and c.strip()]
     return [goal, *clauses] if len(clauses) > 1 else [goal]
 
