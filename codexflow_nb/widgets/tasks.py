@@ -55,7 +55,7 @@ def route_html(route: Any, k: int = ROUTE_TOP) -> str:
                     f"<td style='text-align:right' title='{parts}'>{s.score:.2f}</td>"
                     f"<td>{escape(', '.join(s.words) or '-')}</td><td>{escape(trig)}</td></tr>")
     return (f"<small><b>{escape(route.candidates[0])}</b> — stage <b>{escape(route.stage)}</b>: "
-            f"{escape(route.decision)}</small><table style='font-size:small'>"
+            f"{escape(route.decision)}</small><table style='font-size:small;border-spacing:10px 2px'>"
             "<tr><th>#</th><th>agent</th><th>score</th><th>words</th><th>triggers</th></tr>"
             + "".join(rows) + "</table>")
 
