@@ -219,8 +219,8 @@ class Lexicon:
 
 def plain(token: str) -> str:
     """A word without its plural ending ("queries" -> "query", "tests" -> "test", "classes" ->
-    "class"): the lexicon's light stemmer. Snowball's stems are too eager there ("accessibility" and "access",
-    "responsive" and "responses", "distributed" and "distribution" share one)."""
+    "class"): the lexicon's light stemmer. Snowball's stems are too eager there ("accessibility"
+    and "access", "responsive" and "responses", "distributed" and "distribution" share one)."""
     if len(token) > 4 and token.endswith("ies") and not token.endswith(("eies", "aies")):
         return token[:-3] + "y"
     if len(token) > 4 and (token.endswith(("sses", "shes", "xes"))
@@ -573,6 +573,7 @@ class Ranker:
         docs: list[list[str]] = []
         samples: list[list[str]] = []  # the card model's: one per field, one per example
         labels: list[int] = []
+        surface: set[str] = set()  # every content word on a card (for :meth:`closest`)
         for i, agent in enumerate(agents):
             fields = card_fields(agent, _mentions(agents, agent))
             per_field: dict[str, set[str]] = {}
@@ -580,7 +581,8 @@ class Ranker:
             for name, text in fields.items():
                 # a card counts a concept once per phrase that names it: the card of a subject
                 # names it many ways, a card that mentions it in passing once
-                _, stems, concepts = self.analyze(text, every=True)
+                content, stems, concepts = self.analyze(text, every=True)
+                surface.update(content)
                 stems = stems + [c for c, _ in concepts]
                 per_field[name] = set(stems)
                 doc.extend(stems * self.weights.get(name, 1))
@@ -600,8 +602,7 @@ class Ranker:
         for per_field in self.card_stems:
             for s in set().union(*per_field.values()):
                 self.df[s] = self.df.get(s, 0) + 1
-        self.surface = sorted({w for a in agents for t in card_fields(a).values()
-                               for w in words(t)})
+        self.surface = sorted(surface)
         self.bm25 = bm25s.BM25(k1=k1, b=b, method="lucene")
         self.bm25.index(docs, show_progress=False)
         self._vocab = self.bm25.vocab_dict
