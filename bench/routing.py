@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 from _common import header, parser, table, verdict
 
-from codexflow_nb.ranking import Ranker, rank, ranker_for
+from codexflow_nb.ranking import rank, ranker_for
 from codexflow_nb.registry import BUNDLED_AGENTS, Registry, load_registry, read_yaml_file
 from codexflow_nb.routing import load_triggers, route_text
 
@@ -136,7 +136,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         big = synthesize(100, Path(tmp))
         start = time.perf_counter()
-        Ranker(big)  # the index and the card model, as the first route builds them
+        ranker_for(big)  # the index and the card model, kept for the routes below
         build = time.perf_counter() - start
         repeats = 1 if args.short else 3
         route_wall, route_cpu = min(speed(big, texts, ranker_only=False) for _ in range(repeats))
