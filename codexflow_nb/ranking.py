@@ -559,6 +559,10 @@ class Ranker:
                  model_weight: float = MODEL_WEIGHT) -> None:
         import bm25s
 
+        if not 0 <= model_weight <= 1:
+            from .errors import ConfigError
+
+            raise ConfigError(f"model_weight: expected a share from 0 to 1, got {model_weight!r}")
         self.weights = dict(FIELD_WEIGHTS if weights is None else weights)
         self.model_weight = model_weight
         self._stem = _stemmer().stemWord

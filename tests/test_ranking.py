@@ -157,6 +157,12 @@ def test_the_card_model_is_deterministic_and_part_of_the_score(registry):
     assert [x.score for x in plain_bm25.scored] == [x.bm25 for x in plain_bm25.scored]
 
 
+@pytest.mark.parametrize("share", [-0.1, 1.5, float("nan")])
+def test_a_model_weight_outside_0_to_1_is_one_error(registry, share):
+    with pytest.raises(ConfigError, match="model_weight: expected a share from 0 to 1"):
+        Ranker(registry, model_weight=share)
+
+
 def test_a_single_agent_bundle_has_no_card_model(tmp_path):
     root = tmp_path / "agents" / "core"
     root.mkdir(parents=True)
