@@ -20,14 +20,19 @@ from .palette import STATUS_FILLS, STATUS_ORDER
 #: Statuses drawn as segments, in order: the ended ones, then those running now.
 BAR_STATUSES = tuple(s for s in STATUS_ORDER if s not in ("queued", "planned"))
 #: The empty part of a bar (tasks planned or queued).
-TRACK = "#e6e6e6"
+TRACK = STATUS_FILLS["planned"]
 #: Width of a bar's drawing (its viewBox); the live bar stretches to its widget's width.
 BAR_WIDTH, BAR_HEIGHT = 300, 14
 
 
+def ended(counts: Mapping[str, int]) -> int:
+    """How many of these tasks have ended (every bar status but running)."""
+    return sum(counts.get(s, 0) for s in BAR_STATUSES if s != "running")
+
+
 def bar_text(counts: Mapping[str, int], total: int, label: str = "") -> str:
     """``a1: 40/100 done · 40 completed · 60 cancelled · 3 running`` (what the bar shows)."""
-    done = sum(counts.get(s, 0) for s in BAR_STATUSES if s != "running")
+    done = ended(counts)
     parts = [f"{counts[s]} {s}" for s in BAR_STATUSES if counts.get(s)]
     return (f"{label}: " if label else "") + f"{done}/{total} done" + "".join(
         f" · {p}" for p in parts)
@@ -75,7 +80,7 @@ class StatusBar(w.HTML):
 
     @property
     def done(self) -> int:
-        return sum(n for s, n in self.counts.items() if s != "running")
+        return ended(self.counts)
 
     @property
     def running(self) -> int:

@@ -101,10 +101,14 @@ class Concurrency:
                run_id: str | None = None) -> Concurrency:
         """The counts after ``events`` (of one run: ``run_id``, else all of them in order)."""
         counts = cls(limits)
+        counts.feed(events, run_id)
+        return counts
+
+    def feed(self, events: Iterable[Event], run_id: str | None = None) -> None:
+        """Apply ``events`` in order (only those of run ``run_id`` when given)."""
         for event in events:
             if run_id is None or event.get("runId") == run_id:
-                counts.apply(event)
-        return counts
+                self.apply(event)
 
 
 #: Slot fills: a task runs in it now, it was in use at the busiest moment, never used.
@@ -224,9 +228,7 @@ class ConcurrencyView(Composed, w.HTML):
 
     def replay(self, events: Iterable[Event], run_id: str | None = None) -> None:
         """Count ``events`` (of one run: ``run_id``) and draw once."""
-        for event in events:
-            if run_id is None or event.get("runId") == run_id:
-                self.counts.apply(event)
+        self.counts.feed(events, run_id)
         self._throttle.flush("view")
 
     def _flush(self, _key: Hashable) -> None:

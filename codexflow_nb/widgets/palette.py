@@ -25,7 +25,7 @@ ALIAS_COLORS = ["#332288", "#882255", "#117733", "#aa4499", "#999933", "#44aa99"
 #: Marker shape per alias (plotly symbol names).
 ALIAS_SYMBOLS = ["circle", "square", "diamond", "triangle-up", "hexagon", "pentagon",
                  "triangle-down", "star", "hourglass", "cross"]
-#: Statuses that mean "something went wrong" (a red progress bar).
+#: Statuses that mean "something went wrong" (the task list's "failed" filter).
 FAILED_STATUSES = ("failed", "timeout", "rejected", "skipped")
 
 
@@ -36,16 +36,3 @@ def status_fill(status: str) -> str:
 def alias_style(index: int) -> tuple[str, str]:
     """(outline colour, marker symbol) of the ``index``-th alias."""
     return ALIAS_COLORS[index % len(ALIAS_COLORS)], ALIAS_SYMBOLS[index % len(ALIAS_SYMBOLS)]
-
-
-def outcome_fill(counts: dict[str, int]) -> str | None:
-    """The colour of a progress bar over tasks with these ended statuses: red-orange when any
-    failed, grey when some were cancelled (and none failed), green when all completed, None
-    while nothing has ended."""
-    if any(counts.get(s) for s in FAILED_STATUSES):
-        return STATUS_FILLS["failed"]
-    if counts.get("cancelled"):
-        return STATUS_FILLS["cancelled"]
-    if counts.get("completed"):
-        return STATUS_FILLS["completed"]
-    return None

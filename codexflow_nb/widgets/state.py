@@ -154,7 +154,7 @@ class RunState:
         """Tasks per status (statuses with none left out)."""
         return {s: n for s, n in self._counts.items() if n}
 
-    def begin(self, run_id: str, runtime: str | None) -> None:
+    def begin(self, run_id: str | None, runtime: str | None) -> None:
         """A run of this plan is prepared and starts now (its ``run_started`` will say the
         same): views show its id and progress from here on."""
         self.started, self.run_id, self.runtime = True, run_id, runtime
@@ -163,7 +163,7 @@ class RunState:
         """Update from one event; returns the key of the task it concerns (or None)."""
         kind = event.get("kind")
         if kind == "run_started":
-            self.started, self.run_id, self.runtime = True, event.get("runId"), event.get("runtime")
+            self.begin(event.get("runId"), event.get("runtime"))
             for alias, info in (event.get("aliases") or {}).items():
                 a = self.aliases.setdefault(alias, AliasState(alias))
                 a.limit, a.agent_id = info.get("limit"), info.get("agentId")

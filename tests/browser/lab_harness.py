@@ -51,6 +51,20 @@ def missing() -> list[str]:
     return lacking
 
 
+def module_marks(*extra: Any) -> list[Any]:
+    """A browser test module's ``pytestmark``: ``browser`` and ``extra``, and a skip naming what
+    is missing (an error instead with ``CODEXFLOW_REQUIRE_BROWSER=1``)."""
+    import pytest
+
+    marks = [pytest.mark.browser, *extra]
+    lacking = missing()
+    if lacking:
+        marks.append(pytest.mark.skip(
+            reason=f"browser test needs {', '.join(lacking)} "
+                   "(pip install -e .[browser]; apt-get install -y chromium)"))
+    return marks
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -321,8 +335,9 @@ def measure_scale(page: Any, url: str, token: str, root: Path, shots: Path | Non
         found["opened"] = page.locator(".jupyter-widget-Collapse-open").count()
     wait_finished(page, 60 + total * latency_ms / 1000 / limit)
     page.wait_for_timeout(1500)  # let the last redraws land before reading the counters
-    first = runs(log)[-1]
-    assert len(runs(log)) > before, "the run wrote no events"
+    logged = runs(log)
+    assert len(logged) > before, "the run wrote no events"
+    first = logged[-1]
     kernel_done = epoch_ms(first[-1]["ts"])
     assert first[-1]["kind"] == "run_complete", first[-1]
     figures = page_figures(page, clicked, kernel_done)

@@ -18,35 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lab_harness import BARS, REPO, chromium_page, jupyter_lab, missing, open_notebook
+from lab_harness import BARS, REPO, chromium_page, module_marks, open_notebook
 
-pytestmark = [pytest.mark.browser]
-if missing():
-    pytestmark.append(pytest.mark.skip(
-        reason=f"browser test needs {', '.join(missing())} "
-               "(pip install -e .[browser]; apt-get install -y chromium)"))
+from codexflow_nb.widgets.bars import BAR_WIDTH
+
+pytestmark = module_marks()
 
 DOCS_IMAGE = REPO / "docs" / "img" / "dashboard.png"
 DASHBOARD_CELL = """\
 import codexflow_nb
 dash = codexflow_nb.dashboard(latency_ms=3000, chunks=12)
 dash"""
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where screenshots go: ``$CODEXFLOW_SCREENSHOTS`` or a temporary folder."""
-    folder = os.environ.get("CODEXFLOW_SCREENSHOTS")
-    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
-    """A JupyterLab server on 127.0.0.1 with a token and throwaway config/data/runtime dirs."""
-    with jupyter_lab(tmp_path_factory.mktemp("lab")) as served:
-        yield served
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +57,10 @@ def test_dashboard_runs_the_example_and_streams_in_jupyterlab(lab: tuple[str, st
     assert page.locator(".codexflow-summary").count() == 0
     page.wait_for_selector(".codexflow-summary", timeout=60_000)
 
-    # each bar is one completed segment over its whole width (the drawing is 300 wide)
+    # each bar is one completed segment over its whole width (BAR_WIDTH, 300)
     segments = bars.evaluate_all(BARS)
-    assert [{s: w for s, (w, _fill) in bar.items()} for bar in segments] == [{"completed": 300}] * 4
+    assert [{s: w for s, (w, _fill) in bar.items()} for bar in segments] \
+        == [{"completed": BAR_WIDTH}] * 4
     labels = page.locator(".jp-OutputArea-output .widget-html-content").all_inner_texts()
     assert "2/2 done · running 0/2" in labels  # reviewer: total reached, none left running
     assert any("finished" in text and ": ok" in text for text in labels)

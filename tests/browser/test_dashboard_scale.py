@@ -26,21 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lab_harness import (
-    chromium_page,
-    jupyter_lab,
-    measure_scale,
-    missing,
-    open_notebook,
-)
+from lab_harness import chromium_page, measure_scale, module_marks, open_notebook
 
+from codexflow_nb.widgets.bars import BAR_WIDTH
 from codexflow_nb.widgets.palette import STATUS_FILLS
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
-if missing():
-    pytestmark.append(pytest.mark.skip(
-        reason=f"browser test needs {', '.join(missing())} "
-               "(pip install -e .[browser]; apt-get install -y chromium)"))
+pytestmark = module_marks(pytest.mark.slow)
 
 ALIASES, LIMIT = 5, 10
 PER_ALIAS = int(os.environ.get("CODEXFLOW_SCALE_PER_ALIAS", "100"))
@@ -50,29 +41,14 @@ STOP_AT = 5.0
 
 
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where screenshots go: ``$CODEXFLOW_SCREENSHOTS`` or a temporary folder."""
-    folder = os.environ.get("CODEXFLOW_SCREENSHOTS")
-    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
-    with jupyter_lab(tmp_path_factory.mktemp("lab")) as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     with chromium_page(tmp_path_factory.mktemp("chromium-profile")) as opened:
         yield opened
 
 
 def _segments(bars: list[dict[str, list[Any]]]) -> list[dict[str, float]]:
-    """Per bar: the share of each status segment (the bar's drawing is 300 units wide)."""
-    return [{status: round(width / 300, 3) for status, (width, _fill) in bar.items()}
+    """Per bar: the share of each status segment (of the bar's drawing, BAR_WIDTH units)."""
+    return [{status: round(width / BAR_WIDTH, 3) for status, (width, _fill) in bar.items()}
             for bar in bars]
 
 
