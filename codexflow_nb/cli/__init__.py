@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from ..errors import CodexFlowError, ConfigError
 from . import agents_cmd, init_cmd, run_cmd
+from .output import whole_stdout
 
 #: Command modules; each has ``add_parser(subparsers)`` that sets ``func`` on its parser.
 COMMANDS = [run_cmd, init_cmd, agents_cmd]
@@ -69,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:  # reported by the command's own parser: its usage and the closest options
         args._commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return int(args.func(args) or 0)
+        with whole_stdout():
+            return int(args.func(args) or 0)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"codex-flow: error: {problem}", file=sys.stderr)

@@ -12,7 +12,6 @@ from ..aliases import Aliases
 from ..errors import ConfigError
 from ..registry import build_index, load_registry, write_index
 from ..routing import load_triggers
-from .output import write_out
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +41,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     agents = [a for a in reg if not args.domain or a.domain == args.domain]
     if args.json:
         entries = [e for e in build_index(reg)["agents"] if not args.domain or e["domain"] == args.domain]
-        write_out(json.dumps(entries, indent=2) + "\n")
+        print(json.dumps(entries, indent=2))
         return 0
     width = max([len(a.key) for a in agents] + [2])
     for a in agents:

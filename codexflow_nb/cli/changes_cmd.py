@@ -7,7 +7,6 @@ import json
 import sys
 
 from ..changes import apply_task, find_task, run_changes
-from .output import write_out
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,14 +31,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_changes(args: argparse.Namespace) -> int:
     changes = run_changes(args.run, log_file=args.log_file, runs_dir=args.runs_dir)
     if args.show:
-        write_out(find_task(changes, args.show).patch())
+        sys.stdout.write(find_task(changes, args.show).patch())
         return 0
     if args.apply:
         result = apply_task(find_task(changes, args.apply), args.repo)
         print(result.message, file=sys.stdout if result.ok else sys.stderr)
         return 0 if result.ok else 1
     if args.json:
-        write_out(json.dumps([tc.to_dict() for tc in changes], indent=2) + "\n")
+        print(json.dumps([tc.to_dict() for tc in changes], indent=2))
         return 0
     if not changes:
         print("no task of this run ran in a workspace (use --runtime codex-cli or claude-code)")

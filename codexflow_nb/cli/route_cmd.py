@@ -6,7 +6,6 @@ import argparse
 import json
 
 from ..errors import ConfigError
-from .output import write_out
 
 
 def _positive(value: str) -> int:
@@ -40,7 +39,7 @@ def cmd_route(args: argparse.Namespace) -> int:
 
     route = route_text(args.text, load_registry(args.agents_dir))
     if args.json:
-        write_out(json.dumps(route.to_dict(args.top), indent=2, ensure_ascii=False) + "\n")
+        print(json.dumps(route.to_dict(args.top), indent=2, ensure_ascii=False))
         return 0 if route else 2
     if not route:
         raise ConfigError(route.problem())

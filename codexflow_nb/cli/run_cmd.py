@@ -21,7 +21,6 @@ from ..plan import Plan
 from ..registry import MAX_PARALLEL_TASKS, MAX_TIMEOUT_MS
 from ..runtimes import RUNTIME_NAMES
 from ..widgets.render import format_step  # one copy, shared with the notebook views
-from .output import write_out
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -419,7 +418,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary["tasks"] = ([t.to_dict() for t in result.tasks] if args.verbose else [
             {"alias": t.alias, "key": t.key, "taskId": t.task_id,
              "status": t.status, "ms": t.ms, "error": t.error} for t in result.tasks])
-        write_out(json.dumps(summary, indent=2) + "\n")
+        print(json.dumps(summary, indent=2))
     else:
         print(result.summary_text(verbose=args.verbose))
     if run.engine.storage_error:
