@@ -168,3 +168,14 @@ def test_python_api_names_an_unreadable_pricing_file(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert eval(proc.stdout.strip()) == ("secret.yaml: cannot read the pricing file: "
                                          "Permission denied")
+
+
+def test_a_deeply_nested_or_broken_pricing_file_is_one_error(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("providers: " + "[" * 5000 + "]" * 5000)
+    with pytest.raises(ConfigError, match="nested more than 64 levels deep"):
+        load_pricing(deep)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("providers: [1,\n  b: }")
+    with pytest.raises(ConfigError, match=r"broken.yaml: not valid YAML: line 2, column \d+"):
+        load_pricing(broken)

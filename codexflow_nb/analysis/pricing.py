@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from ..aliases import deep_merge
 from ..errors import ConfigError
-from ..inputs import MIB, check_shape, read_text
+from ..inputs import MIB, read_text
+from ..registry import parse_yaml
 
 DEFAULT_PRICING = Path(__file__).resolve().parent.parent / "data" / "pricing.yaml"
 ENV_VAR = "CODEXFLOW_PRICING"
@@ -209,14 +209,11 @@ def reprice(tasks: pd.DataFrame, model: str, pricing: Pricing | str | None = Non
 def _read(path: Path) -> dict[str, Any]:
     """A pricing file through the bounded reader: regular files only (a FIFO or a device is
     refused, never waited on), one ConfigError line for a file that cannot be read."""
-    text = read_text(path, MAX_PRICING_BYTES, "pricing file")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = parse_yaml(read_text(path, MAX_PRICING_BYTES, "pricing file"), str(path),
+                      "not valid YAML")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a pricing file is a mapping with 'providers'")
-    return check_shape(data, str(path))
+    return data
 
 
 def _parse(data: dict[str, Any], source: str) -> list[Price]:
