@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..events import TERMINAL_KINDS
+from .load import USAGE_COLUMNS
 from .pricing import Pricing, as_pricing
 
 #: Every task status, terminal ones first; ``unfinished`` has no terminal event (a crash).
@@ -33,8 +34,7 @@ STEP_COLUMNS = ["run", "alias", "agent", "task_id", "key", "ts", "seq", "step_ty
                 "message"]
 _IDS = ["run", "task_id"]
 #: Usage columns: the terminal event's, else the task's last ``telemetry`` event's.
-_USAGE = ["tokens_in", "tokens_out", "cached_tokens_in", "reasoning_tokens",
-          "cache_write_tokens_in", "cache_write_1h_tokens_in"]
+_USAGE = list(USAGE_COLUMNS)
 #: Coding-agent columns of the terminal event (``task_workspace`` fills the workspace).
 _AGENT = ["agent_cli", "steps", "warnings", "files_changed", "insertions", "deletions"]
 _WORKSPACE = ["workspace", "workspace_path", "branch"]
