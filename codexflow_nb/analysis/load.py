@@ -150,12 +150,12 @@ def _files(spec: Any) -> list[Path]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            try:
-                os.listdir(path)  # glob() would read an unreadable folder as an empty one
+            try:  # not glob(): it reads an unreadable folder as an empty one
+                names = os.listdir(path)
             except OSError as exc:
                 problems.append(f"{path}: cannot read the folder: {exc.strerror or exc}")
                 continue
-            found = sorted(path.glob("*.jsonl"))
+            found = sorted(path / name for name in names if name.endswith(".jsonl"))
             if not found:
                 problems.append(f"{path}: folder holds no *.jsonl event log")
             files.extend(found)
