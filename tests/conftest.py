@@ -4,6 +4,8 @@ shared between pytest-xdist workers (``scripts/test.sh`` runs ``-n 3 --dist load
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -69,3 +71,17 @@ def cancelled_run(registry: Registry) -> Callable[..., Path]:
         return log_file
 
     return make
+
+
+@pytest.fixture(scope="session")
+def no_read_rights() -> list[str]:
+    """A command prefix under which a mode-000 file cannot be read: none for a normal user;
+    for root, setpriv without the DAC override capabilities. Skips the test when root has no
+    working setpriv (every file is readable then)."""
+    if os.geteuid() != 0:
+        return []
+    prefix = ["/usr/bin/setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    if Path(prefix[0]).exists() and subprocess.run(
+            [*prefix, "true"], capture_output=True).returncode == 0:
+        return prefix
+    pytest.skip("running as root without setpriv: every file is readable")

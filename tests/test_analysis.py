@@ -585,19 +585,9 @@ def test_load_events_refuses_special_files_in_one_line(tmp_path, target, problem
     assert "\n" not in line and problem in line, line
 
 
-def test_load_events_names_an_unreadable_log_or_folder(status_run, tmp_path):
+def test_load_events_names_an_unreadable_log_or_folder(status_run, tmp_path, no_read_rights):
     """Python API users get the ConfigError line the CLI prints, not a bare PermissionError."""
-    import os
-    from pathlib import Path
-
-    if os.geteuid() != 0:
-        prefix = []
-    elif Path("/usr/bin/setpriv").exists() and subprocess.run(
-            ["/usr/bin/setpriv", "--bounding-set=-dac_override,-dac_read_search", "true"],
-            capture_output=True).returncode == 0:
-        prefix = ["/usr/bin/setpriv", "--bounding-set=-dac_override,-dac_read_search"]
-    else:
-        pytest.skip("running as root without setpriv: every file is readable")
+    prefix = no_read_rights
     base, _ = status_run
     secret = tmp_path / "secret.jsonl"
     secret.write_bytes((base / "events.jsonl").read_bytes())

@@ -279,19 +279,6 @@ def test_subcommands_never_wait_on_a_fifo(ran: Path, argv: list[str]) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def _without_read_rights() -> list[str] | None:
-    """A command prefix under which a mode-000 file cannot be read: none for a normal user;
-    root without its DAC override capabilities (setpriv); None when neither is possible."""
-    if os.geteuid() != 0:
-        return []
-    if not Path("/usr/bin/setpriv").exists():
-        return None
-    probe = subprocess.run(["/usr/bin/setpriv", "--bounding-set=-dac_override,-dac_read_search",
-                            "true"], capture_output=True)
-    return (["/usr/bin/setpriv", "--bounding-set=-dac_override,-dac_read_search"]
-            if probe.returncode == 0 else None)
-
-
 @pytest.mark.parametrize("argv, problem", [
     (["changes", "--log-file", "secret.jsonl"], "secret.jsonl: cannot read the event log"),
     (["report", "--log-file", "secret.jsonl"], "secret.jsonl: cannot read the event log"),
@@ -301,10 +288,9 @@ def _without_read_rights() -> list[str] | None:
     (["cleanup", "--log-file", "secret.jsonl", "--dry-run"], "secret.jsonl: cleanup failed"),
     (["route", "review", "--agents-dir", "locked"], "locked: cannot read the agents folder"),
 ])
-def test_subcommands_name_an_unreadable_file(ran: Path, argv: list[str], problem: str) -> None:
-    prefix = _without_read_rights()
-    if prefix is None:
-        pytest.skip("running as root without setpriv: every file is readable")
+def test_subcommands_name_an_unreadable_file(ran: Path, argv: list[str], problem: str,
+                                             no_read_rights: list[str]) -> None:
+    prefix = no_read_rights
     secret = ran / "secret.jsonl"
     secret.write_bytes((ran / "data" / "logs" / "events.jsonl").read_bytes())
     (ran / "locked").mkdir()

@@ -142,20 +142,9 @@ def test_python_api_huge_pricing_file_is_refused(tmp_path: Path) -> None:
         load_pricing(big)
 
 
-def without_read_rights() -> list[str] | None:
-    """A command prefix under which a mode-000 file cannot be read (see test_input_hardening)."""
-    if os.geteuid() != 0:
-        return []
-    if not Path("/usr/bin/setpriv").exists():
-        return None
-    prefix = ["/usr/bin/setpriv", "--bounding-set=-dac_override,-dac_read_search"]
-    return prefix if subprocess.run([*prefix, "true"], capture_output=True).returncode == 0 else None
-
-
-def test_python_api_names_an_unreadable_pricing_file(tmp_path: Path) -> None:
-    prefix = without_read_rights()
-    if prefix is None:
-        pytest.skip("running as root without setpriv: every file is readable")
+def test_python_api_names_an_unreadable_pricing_file(tmp_path: Path,
+                                                     no_read_rights: list[str]) -> None:
+    prefix = no_read_rights
     secret = tmp_path / "secret.yaml"
     secret.write_text("providers:\n  acme:\n    r: {input: 1, output: 2}\n")
     secret.chmod(0)
