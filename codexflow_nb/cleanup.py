@@ -451,19 +451,19 @@ class LogLock:
             self.held = flock_within(self._fd, fcntl.LOCK_EX, 0)
             if not self.held and wait > 0:
                 if on_wait is not None:
-                    on_wait(f"waiting up to {wait:g} s for {self._holders()} to close "
+                    on_wait(f"waiting up to {wait:g} s for {_who(self._holder_pids())} to close "
                             f"{log_file}")
                 self.held = flock_within(self._fd, fcntl.LOCK_EX, wait)
         except OSError as exc:
             self.refused = (f"cannot lock {self.path} ({exc.strerror or exc}); "
                             "a file system without locks is never trimmed")
             return
-        holders = "another process"
+        pids: list[int] = []
         for _ in range(3):
             if self.held:
                 return
-            holders = self._holders()
-            if holders != "another process":
+            pids = self._holder_pids()
+            if pids:
                 break
             # no holder left in /proc/locks: the writer closed since flock failed, so the lock
             # may be free now (seen under load: a refusal that could name no process)
@@ -472,12 +472,12 @@ class LogLock:
             except OSError:
                 break
         if not self.held:
-            self.refused = (f"{log_file} is open for writing by {holders} (a shared "
+            self.refused = (f"{log_file} is open for writing by {_who(pids)} (a shared "
                             f"lock on {self.path}); trim it after that ends, or use --wait "
                             "SECONDS")
 
-    def _holders(self) -> str:
-        """``pid 123 (codex-flow run ...)`` for each process holding the lock, from /proc/locks."""
+    def _holder_pids(self) -> list[int]:
+        """The processes holding the lock, from /proc/locks (sorted, each once)."""
         info = os.fstat(self._fd)
         key = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
         pids: list[int] = []
@@ -489,15 +489,18 @@ class LogLock:
                 if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == key:
                     with contextlib.suppress(ValueError):
                         pids.append(int(fields[4]))
-        if not pids:
-            return "another process"
-        return ", ".join(f"pid {pid}{_command(pid)}" for pid in sorted(set(pids)))
+        return sorted(set(pids))
 
     def release(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)  # drops the lock
             self._fd = -1
         self.held = False
+
+
+def _who(pids: list[int]) -> str:
+    """``pid 123 (codex-flow run ...)`` for each lock holder, or "another process"."""
+    return ", ".join(f"pid {pid}{_command(pid)}" for pid in pids) or "another process"
 
 
 def _command(pid: int) -> str:
