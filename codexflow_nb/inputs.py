@@ -36,11 +36,10 @@ def read_bounded(path: str | os.PathLike[str], max_bytes: int, what: str = "file
     if str(path) == "-":
         raw = sys.stdin.buffer.read(max_bytes + 1)
     else:
-        fd = _open_regular(path, source, what)
+        fd, size = _open_regular(path, source, what)
         try:
-            st = os.fstat(fd)
-            if st.st_size > max_bytes:
-                raise ConfigError(f"{source}: {what} is {st.st_size / MIB:.1f} MiB, larger than "
+            if size > max_bytes:
+                raise ConfigError(f"{source}: {what} is {size / MIB:.1f} MiB, larger than "
                                   f"the {_limit_text(max_bytes)} limit")
             chunks, left = [], max_bytes + 1
             while left > 0:
@@ -64,11 +63,12 @@ def check_readable(path: str | os.PathLike[str], what: str = "file") -> None:
     event log handed to pyarrow, with no size limit): it exists, is a regular file (not a
     folder, FIFO, device or socket) and can be opened for reading; a ConfigError line
     otherwise. The file is opened without blocking (a FIFO never waits) and closed again."""
-    os.close(_open_regular(path, str(path), what))
+    os.close(_open_regular(path, str(path), what)[0])
 
 
-def _open_regular(path: str | os.PathLike[str], source: str, what: str) -> int:
-    """A read-only descriptor of the regular file ``path`` (the caller closes it)."""
+def _open_regular(path: str | os.PathLike[str], source: str, what: str) -> tuple[int, int]:
+    """A read-only descriptor of the regular file ``path`` (the caller closes it), and its
+    size."""
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
@@ -91,7 +91,7 @@ def _open_regular(path: str | os.PathLike[str], source: str, what: str) -> int:
     except ConfigError:
         os.close(fd)
         raise
-    return fd
+    return fd, st.st_size
 
 
 def _a(what: str) -> str:
