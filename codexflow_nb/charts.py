@@ -717,12 +717,11 @@ def _pngs(figs: list[dict[str, Any]]) -> list[bytes | None]:
 def _png_with_retry(pio: Any, fig: dict[str, Any]) -> bytes | None:
     """A PNG of ``fig``, asking kaleido twice: its first render after the server starts can
     time out on a loaded machine (seen in CI with three test workers on two cores)."""
-    for attempt in range(2):
+    for _ in range(2):
         try:
             return bytes(pio.to_image(copy.deepcopy(fig), format="png"))
         except Exception:  # noqa: BLE001 - the interactive chart is still there
-            if attempt:
-                return None
+            continue
     return None
 
 
